@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from assistant import views
+
+app_name = "assistant"
+urlpatterns = [
+    path("", views.home, name="home"),
+]

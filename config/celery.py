@@ -1,0 +1,27 @@
+"""The Celery application. Every periodic task is scheduled here, in one place."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("groundwork")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {
+    # A worker killed mid-document leaves it "processing"; this puts it back in the queue.
+    "knowledge-requeue-stalled": {
+        "task": "knowledge.tasks.requeue_stalled_documents",
+        "schedule": 60.0,
+    },
+}
+
+
+@app.task(name="ops.ping")
+def ping(value: str = "pong") -> str:
+    """Echo for health checks and the round-trip test."""
+    return value

@@ -1,0 +1,377 @@
+"""The one module that talks to model providers, through the official openai SDK.
+
+Chat (plain, JSON mode, streaming, tools), embeddings (batched) and moderation. Everything else
+in Groundwork calls these functions and receives plain dataclasses; no other module imports
+`openai`, and tests replace the functions here.
+
+Errors become `ProviderError` with a `kind` the caller can act on (retry, degrade, tell the
+user) and a message a person can read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from typing import Any, Literal
+
+import openai
+from django.conf import settings
+
+Message = dict[str, Any]
+EmbeddingKind = Literal["query", "passage"]
+
+
+class ErrorKind(StrEnum):
+    TIMEOUT = "timeout"
+    UNAVAILABLE = "unavailable"
+    RATE_LIMITED = "rate_limited"
+    AUTH = "auth"
+    BAD_REQUEST = "bad_request"
+    UNSUPPORTED = "unsupported"
+    BAD_RESPONSE = "bad_response"
+
+
+class ProviderError(Exception):
+    """A model call that did not produce a usable result."""
+
+    def __init__(self, message: str, *, kind: ErrorKind) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in {ErrorKind.TIMEOUT, ErrorKind.UNAVAILABLE, ErrorKind.RATE_LIMITED}
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            self.cached_tokens + other.cached_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text as the model wrote it; may be invalid
+
+    def parsed_arguments(self) -> dict[str, Any]:
+        """The arguments as a dict, or {} when the model wrote something that is not an object."""
+        try:
+            value = json.loads(self.arguments or "{}")
+        except json.JSONDecodeError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class ChatParams:
+    """Sampling settings. Pinned per assistant so answers can be reproduced."""
+
+    model: str | None = None  # None: settings.CHAT_MODEL
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    max_tokens: int = 512
+    timeout: float | None = None  # None: settings.PROVIDER_TIMEOUT
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    content: str
+    model: str
+    usage: Usage
+    latency_ms: float
+    system_fingerprint: str | None = None
+    finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]
+    model: str
+    usage: Usage
+    latency_ms: float
+
+
+@dataclass(frozen=True)
+class Moderation:
+    flagged: bool
+    model: str
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@cache
+def _client(base_url: str | None, api_key: str) -> openai.OpenAI:
+    # The SDK retries connection errors, 408, 429 and 5xx with backoff before we see them.
+    return openai.OpenAI(
+        base_url=base_url,
+        api_key=api_key,
+        timeout=settings.PROVIDER_TIMEOUT,
+        max_retries=settings.PROVIDER_MAX_RETRIES,
+    )
+
+
+def chat_client() -> openai.OpenAI:
+    return _client(settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY)
+
+
+def embeddings_client() -> openai.OpenAI:
+    return _client(settings.EMBEDDINGS_BASE_URL, settings.OPENAI_API_KEY)
+
+
+def _translate(exc: Exception, what: str) -> ProviderError:
+    """Map an SDK exception to a ProviderError a caller can act on."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError(f"The {what} model did not answer in time.", kind=ErrorKind.TIMEOUT)
+    if isinstance(exc, openai.APIConnectionError):
+        return ProviderError(f"The {what} model server cannot be reached.", kind=ErrorKind.UNAVAILABLE)
+    if isinstance(exc, openai.RateLimitError):
+        return ProviderError(
+            f"The {what} model is rate-limited; try again shortly.", kind=ErrorKind.RATE_LIMITED
+        )
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return ProviderError(
+            f"The {what} provider refused our credentials (OPENAI_API_KEY).", kind=ErrorKind.AUTH
+        )
+    if isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError | openai.NotFoundError):
+        detail = str(getattr(exc, "message", exc))[:300]
+        return ProviderError(f"The {what} model rejected the request: {detail}", kind=ErrorKind.BAD_REQUEST)
+    if isinstance(exc, openai.APIStatusError):
+        return ProviderError(
+            f"The {what} model server failed (HTTP {exc.status_code}).", kind=ErrorKind.UNAVAILABLE
+        )
+    return ProviderError(f"The {what} model call failed: {exc}", kind=ErrorKind.BAD_RESPONSE)
+
+
+def _usage(raw: Any) -> Usage:
+    if raw is None:
+        return Usage()
+    details = getattr(raw, "prompt_tokens_details", None)
+    return Usage(
+        prompt_tokens=int(getattr(raw, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(raw, "completion_tokens", 0) or 0),
+        cached_tokens=int(getattr(details, "cached_tokens", 0) or 0) if details else 0,
+    )
+
+
+def _response_format(json_schema: dict[str, Any] | None, json_object: bool) -> dict[str, Any] | None:
+    if json_schema is not None:
+        if settings.CHAT_JSON_MODE == "json_schema":
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": json_schema.get("title", "answer"), "schema": json_schema},
+            }
+        if settings.CHAT_JSON_MODE == "json_object_schema":
+            # llama.cpp's server enforces the schema through a grammar in this form.
+            return {"type": "json_object", "schema": json_schema}
+        return {"type": "json_object"}
+    if json_object:
+        return {"type": "json_object"}
+    return None
+
+
+def _request(
+    messages: Sequence[Message],
+    params: ChatParams,
+    json_schema: dict[str, Any] | None,
+    json_object: bool,
+    tools: Sequence[dict[str, Any]] | None,
+) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "model": params.model or settings.CHAT_MODEL,
+        "messages": list(messages),
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_tokens,
+        "timeout": params.timeout or settings.PROVIDER_TIMEOUT,
+    }
+    if params.seed is not None:
+        request["seed"] = params.seed
+    response_format = _response_format(json_schema, json_object)
+    if response_format is not None:
+        request["response_format"] = response_format
+    if tools:
+        request["tools"] = list(tools)
+        request["tool_choice"] = "auto"
+    return request
+
+
+def chat(
+    messages: Sequence[Message],
+    *,
+    params: ChatParams | None = None,
+    json_schema: dict[str, Any] | None = None,
+    json_object: bool = False,
+    tools: Sequence[dict[str, Any]] | None = None,
+) -> ChatResult:
+    """One chat completion. With `json_schema` the provider is asked to follow it (JSON mode)."""
+    params = params or ChatParams()
+    request = _request(messages, params, json_schema, json_object, tools)
+    started = time.perf_counter()
+    try:
+        response = chat_client().chat.completions.create(**request)
+    except openai.OpenAIError as exc:
+        raise _translate(exc, "chat") from exc
+    latency_ms = (time.perf_counter() - started) * 1000
+    if not response.choices:
+        raise ProviderError("The chat model returned no choices.", kind=ErrorKind.BAD_RESPONSE)
+    choice = response.choices[0]
+    tool_calls = tuple(
+        ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments or "")
+        for call in (choice.message.tool_calls or ())
+        if getattr(call, "function", None) is not None
+    )
+    return ChatResult(
+        content=choice.message.content or "",
+        model=response.model or request["model"],
+        usage=_usage(response.usage),
+        latency_ms=latency_ms,
+        system_fingerprint=getattr(response, "system_fingerprint", None),
+        finish_reason=choice.finish_reason,
+        tool_calls=tool_calls,
+    )
+
+
+def chat_stream(
+    messages: Sequence[Message],
+    *,
+    params: ChatParams | None = None,
+    json_schema: dict[str, Any] | None = None,
+    json_object: bool = False,
+) -> Iterator[StreamDelta | ChatResult]:
+    """Stream a chat completion: `StreamDelta`s as text arrives, then one final `ChatResult`.
+
+    Closing the generator early (the user pressed stop) closes the HTTP stream, which makes the
+    server stop generating.
+    """
+    params = params or ChatParams()
+    request = _request(messages, params, json_schema, json_object, None)
+    request["stream"] = True
+    request["stream_options"] = {"include_usage": True}
+    started = time.perf_counter()
+    parts: list[str] = []
+    usage = Usage()
+    model = request["model"]
+    fingerprint: str | None = None
+    finish_reason: str | None = None
+    chunks = 0
+    try:
+        stream = chat_client().chat.completions.create(**request)
+        try:
+            for chunk in stream:
+                model = chunk.model or model
+                fingerprint = getattr(chunk, "system_fingerprint", None) or fingerprint
+                if chunk.usage is not None:
+                    usage = _usage(chunk.usage)
+                for choice in chunk.choices or ():
+                    finish_reason = choice.finish_reason or finish_reason
+                    text = choice.delta.content if choice.delta else None
+                    if text:
+                        chunks += 1
+                        parts.append(text)
+                        yield StreamDelta(text)
+        finally:
+            stream.close()
+    except openai.OpenAIError as exc:
+        raise _translate(exc, "chat") from exc
+    if usage.completion_tokens == 0 and chunks:
+        # Some servers send no usage with streams; each chunk carries about one token.
+        usage = Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=chunks)
+    yield ChatResult(
+        content="".join(parts),
+        model=model,
+        usage=usage,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        system_fingerprint=fingerprint,
+        finish_reason=finish_reason,
+    )
+
+
+def embed(texts: Sequence[str], *, kind: EmbeddingKind, model: str | None = None) -> Embeddings:
+    """Embed `texts` in batches of settings.EMBEDDING_BATCH_SIZE, keeping their order.
+
+    `kind` selects the query or passage side for models that embed them differently (e5).
+    """
+    model = model or settings.EMBEDDING_MODEL
+    if not texts:
+        return Embeddings(vectors=[], model=model, usage=Usage(), latency_ms=0.0)
+    extra: dict[str, Any] = {}
+    if settings.EMBEDDING_INPUT_TYPE:
+        extra["extra_body"] = {"input_type": kind}
+    if model.startswith("text-embedding-3"):
+        extra["dimensions"] = settings.EMBEDDING_DIMENSIONS
+    client = embeddings_client()
+    vectors: list[list[float]] = []
+    usage = Usage()
+    started = time.perf_counter()
+    size = settings.EMBEDDING_BATCH_SIZE
+    for start in range(0, len(texts), size):
+        batch = list(texts[start : start + size])
+        try:
+            response = client.embeddings.create(model=model, input=batch, encoding_format="float", **extra)
+        except openai.OpenAIError as exc:
+            raise _translate(exc, "embedding") from exc
+        rows = sorted(response.data, key=lambda row: row.index)
+        if len(rows) != len(batch):
+            raise ProviderError(
+                f"The embedding model returned {len(rows)} vectors for {len(batch)} texts.",
+                kind=ErrorKind.BAD_RESPONSE,
+            )
+        vectors.extend(list(row.embedding) for row in rows)
+        usage = usage + Usage(prompt_tokens=int(getattr(response.usage, "prompt_tokens", 0) or 0))
+    dims = len(vectors[0])
+    if dims != settings.EMBEDDING_DIMENSIONS:
+        raise ProviderError(
+            f"The embedding model {model} returns {dims} dimensions but EMBEDDING_DIMENSIONS is "
+            f"{settings.EMBEDDING_DIMENSIONS}: set EMBEDDING_DIMENSIONS={dims} and re-index.",
+            kind=ErrorKind.BAD_RESPONSE,
+        )
+    return Embeddings(
+        vectors=vectors, model=model, usage=usage, latency_ms=(time.perf_counter() - started) * 1000
+    )
+
+
+def moderate(text: str) -> Moderation | None:
+    """The provider's moderation verdict, or None when moderation is not configured."""
+    if not settings.MODERATION_ENABLED:
+        return None
+    try:
+        response = chat_client().moderations.create(input=text)
+    except openai.OpenAIError as exc:
+        raise _translate(exc, "moderation") from exc
+    result = response.results[0]
+    scores = {name: float(score) for name, score in result.category_scores.model_dump().items() if score}
+    return Moderation(flagged=bool(result.flagged), model=response.model, scores=scores)
+
+
+def served_models(kind: Literal["chat", "embeddings"]) -> list[str]:
+    """Model ids the chat or embeddings server lists; a cheap liveness probe."""
+    client = chat_client() if kind == "chat" else embeddings_client()
+    try:
+        page = client.with_options(timeout=5.0, max_retries=0).models.list()
+    except openai.OpenAIError as exc:
+        raise _translate(exc, kind) from exc
+    return [item.id for item in page.data]

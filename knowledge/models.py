@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.db import models
+from pgvector.django import HnswIndex, VectorField
+
+# English stemming for recall on English text, plus the language-neutral "simple" configuration
+# so words in any other language still match exactly.
+SEARCH_CONFIGS = ("english", "simple")
+
+
+class CollectionQuerySet(models.QuerySet["Collection"]):
+    def readable_by(self, user: object) -> CollectionQuerySet:
+        """Collections `user` may read: public ones, ones shared with them or their groups.
+
+        Superusers read everything; anonymous users read only public collections.
+        """
+        if not getattr(user, "is_authenticated", False):
+            return self.filter(is_public=True)
+        if getattr(user, "is_superuser", False):
+            return self.all()
+        return self.filter(
+            models.Q(is_public=True) | models.Q(reader_users=user) | models.Q(reader_groups__user=user)
+        ).distinct()
+
+
+class Collection(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    is_public = models.BooleanField(default=False, help_text="Every signed-in user may read it.")
+    reader_users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="readable_collections"
+    )
+    reader_groups = models.ManyToManyField(Group, blank=True, related_name="readable_collections")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = CollectionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Document(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROCESSING = "processing", "Processing"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    class Kind(models.TextChoices):
+        PDF = "pdf", "PDF"
+        DOCX = "docx", "Word"
+        HTML = "html", "HTML"
+        MARKDOWN = "markdown", "Markdown"
+        TEXT = "text", "Text"
+        UNKNOWN = "", "Not yet detected"
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")
+    title = models.CharField(max_length=300)
+    filename = models.CharField(max_length=255)
+    file = models.FileField(upload_to="documents/%Y/%m/")
+    size_bytes = models.BigIntegerField(default=0)
+    kind = models.CharField(max_length=16, choices=Kind.choices, blank=True, default=Kind.UNKNOWN)
+    sha256 = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True, help_text="Why ingestion failed, in words a person understands.")
+    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent of chunks embedded.")
+    version = models.PositiveIntegerField(default=1)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    page_count = models.PositiveIntegerField(null=True, blank=True)
+    token_count = models.PositiveIntegerField(default=0)
+    chunk_count = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last sign of life while processing."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["collection", "filename"], name="document_unique_filename"),
+        ]
+        indexes = [
+            models.Index(fields=["collection", "sha256"]),
+            models.Index(fields=["status", "heartbeat_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.title} (v{self.version})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in {self.Status.READY, self.Status.FAILED}
+
+
+class Chunk(models.Model):
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    # Denormalised from the document so the permission filter is a plain indexed column.
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+")
+    position = models.PositiveIntegerField()
+    text = models.TextField()
+    heading_path = models.JSONField(default=list, blank=True)
+    page = models.PositiveIntegerField(null=True, blank=True)
+    char_start = models.PositiveIntegerField()
+    char_end = models.PositiveIntegerField()
+    token_count = models.PositiveIntegerField()
+    embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
+    search_vector = models.GeneratedField(
+        expression=SearchVector("text", config=SEARCH_CONFIGS[0])
+        + SearchVector("text", config=SEARCH_CONFIGS[1]),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+
+    class Meta:
+        ordering = ["document_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "position"], name="chunk_unique_position"),
+        ]
+        indexes = [
+            HnswIndex(
+                name="chunk_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            GinIndex(fields=["search_vector"], name="chunk_search_gin"),
+            models.Index(fields=["collection"], name="chunk_collection"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document.title} #{self.position}"
+
+    @property
+    def heading(self) -> str:
+        return " › ".join(self.heading_path)

@@ -1,0 +1,246 @@
+"""Reads for the knowledge app, above all `search`: hybrid retrieval under the reader's permissions."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+
+from django.db import connection, transaction
+from django.db.models import Sum
+
+from gateway import provider
+from knowledge.models import Chunk, Collection, Document
+
+RRF_K = 60  # the constant from Cormack et al.; damps the weight of the very top ranks
+# Below this many readable chunks an exact scan is fast and has perfect recall, so a filtered
+# query skips the HNSW index (whose pgvector 0.6 scan loses rows under selective filters).
+EXACT_SCAN_MAX_ROWS = 60_000
+# websearch syntax the user typed on purpose: keep AND semantics for these queries.
+_OPERATORS = re.compile(r'"|\bor\b|(^|\s)-\w', re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk: Chunk
+    score: float  # fused reciprocal-rank score
+    vector_score: float | None = None  # cosine similarity
+    keyword_score: float | None = None  # ts_rank_cd
+    vector_rank: int | None = None
+    keyword_rank: int | None = None
+
+    @property
+    def document(self) -> Document:
+        return self.chunk.document
+
+    @property
+    def heading_path(self) -> list[str]:
+        return list(self.chunk.heading_path)
+
+    @property
+    def page(self) -> int | None:
+        return self.chunk.page
+
+
+@dataclass
+class _Fused:
+    score: float = 0.0
+    vector_score: float | None = None
+    keyword_score: float | None = None
+    vector_rank: int | None = None
+    keyword_rank: int | None = None
+
+
+@dataclass
+class SearchPlan:
+    """How the vector side ran; recorded for the retrieval page and the benchmarks."""
+
+    collection_ids: list[int]
+    filtered: bool
+    readable_rows: int | None = None
+    strategy: str = ""
+    ef_search: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def readable_collection_ids(user: object, collections: Iterable[int | str] | None = None) -> list[int]:
+    """Ids of the collections `user` may read, narrowed to `collections` (ids or names) if given."""
+    queryset = Collection.objects.readable_by(user)
+    if collections is not None:
+        wanted = list(collections)
+        ids = [c for c in wanted if isinstance(c, int)]
+        names = [c for c in wanted if isinstance(c, str)]
+        queryset = queryset.filter(pk__in=ids) | queryset.filter(name__in=names)
+    return sorted(set(queryset.values_list("pk", flat=True)))
+
+
+@cache
+def pgvector_version() -> tuple[int, ...]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        row = cursor.fetchone()
+    return tuple(int(part) for part in row[0].split(".")) if row else (0,)
+
+
+def _vector_literal(vector: Sequence[float]) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in vector) + "]"
+
+
+def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) -> list[tuple[int, float]]:
+    """(chunk id, cosine similarity) best first, within the plan's collections."""
+    literal = _vector_literal(vector)
+    with connection.cursor() as cursor:
+        if not plan.filtered:
+            plan.strategy, plan.ef_search = "hnsw", max(100, limit)
+            cursor.execute(f"SET LOCAL hnsw.ef_search = {plan.ef_search}")
+            cursor.execute(
+                "SELECT id, 1 - (embedding <=> %s::vector) FROM knowledge_chunk "
+                "ORDER BY embedding <=> %s::vector LIMIT %s",
+                [literal, literal, limit],
+            )
+            return cursor.fetchall()
+
+        total = _total_rows()
+        if plan.readable_rows is not None and plan.readable_rows <= EXACT_SCAN_MAX_ROWS:
+            # "+ 0" keeps the planner off the HNSW index: an exact, fully filtered scan.
+            plan.strategy = "exact"
+            cursor.execute(
+                "SELECT id, 1 - (embedding <=> %s::vector) FROM knowledge_chunk "
+                "WHERE collection_id = ANY(%s) ORDER BY (embedding <=> %s::vector) + 0 LIMIT %s",
+                [literal, plan.collection_ids, literal, limit],
+            )
+            return cursor.fetchall()
+
+        selectivity = max((plan.readable_rows or total) / max(total, 1), 1e-4)
+        if pgvector_version() >= (0, 8):
+            plan.strategy, plan.ef_search = "hnsw-iterative", max(100, limit)
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cursor.execute(f"SET LOCAL hnsw.ef_search = {plan.ef_search}")
+            cursor.execute(
+                "SELECT id, similarity FROM (SELECT id, 1 - (embedding <=> %s::vector) AS similarity "
+                "FROM knowledge_chunk WHERE collection_id = ANY(%s) "
+                "ORDER BY embedding <=> %s::vector LIMIT %s) AS hits ORDER BY similarity DESC",
+                [literal, plan.collection_ids, literal, limit],
+            )
+            return cursor.fetchall()
+
+        # pgvector < 0.8: over-fetch from the index in proportion to how selective the filter is.
+        fetch = min(int(math.ceil(limit / selectivity * 2)), 4000)
+        plan.strategy, plan.ef_search = "hnsw-overfetch", min(max(fetch, 100), 1000)
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {plan.ef_search}")
+        cursor.execute(
+            "SELECT id, similarity FROM (SELECT id, collection_id, "
+            "1 - (embedding <=> %s::vector) AS similarity "
+            "FROM knowledge_chunk ORDER BY embedding <=> %s::vector LIMIT %s) AS near "
+            "WHERE collection_id = ANY(%s) ORDER BY similarity DESC LIMIT %s",
+            [literal, literal, fetch, plan.collection_ids, limit],
+        )
+        return cursor.fetchall()
+
+
+def _total_rows() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = 'knowledge_chunk'")
+        row = cursor.fetchone()
+    return max(int(row[0]) if row else 0, 0)
+
+
+def keyword_query_sql() -> str:
+    """SQL for the tsquery of %(q)s: websearch syntax, matched in English and language-neutrally.
+
+    A question in plain words ANDs every word under websearch rules, which finds nothing for
+    most questions; unless the user typed operators, the words are ORed and ranking decides.
+    """
+    return "(websearch_to_tsquery('english', %(q)s) || websearch_to_tsquery('simple', %(q)s))"
+
+
+def _keyword_candidates(query: str, collection_ids: list[int], limit: int) -> list[tuple[int, float]]:
+    tsquery = keyword_query_sql()
+    if not _OPERATORS.search(query):
+        tsquery = f"replace(({tsquery})::text, ' & ', ' | ')::tsquery"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, ts_rank_cd(search_vector, query, 32) AS rank "  # noqa: S608 (no user text in the SQL)
+            f"FROM knowledge_chunk, {tsquery} AS query "
+            "WHERE collection_id = ANY(%(ids)s) AND search_vector @@ query "
+            "ORDER BY rank DESC, id LIMIT %(limit)s",
+            {"q": query, "ids": collection_ids, "limit": limit},
+        )
+        return cursor.fetchall()
+
+
+def search(
+    user: object,
+    query: str,
+    k: int = 8,
+    collections: Iterable[int | str] | None = None,
+    *,
+    query_vector: Sequence[float] | None = None,
+    mode: str = "hybrid",
+    plan_out: list[SearchPlan] | None = None,
+) -> list[SearchHit]:
+    """The chunks `user` may read that best answer `query`, best first.
+
+    Vector nearest neighbours and full-text matches, fused by reciprocal rank. `mode` is
+    "hybrid", "vector" or "keyword" (the single methods exist for evaluation). The permission
+    filter is part of every SQL statement: rows of other collections are never read back.
+    """
+    query = query.strip()
+    ids = readable_collection_ids(user, collections)
+    if not query or not ids or k <= 0:
+        return []
+    all_ids = set(Collection.objects.values_list("pk", flat=True))
+    plan = SearchPlan(collection_ids=ids, filtered=set(ids) != all_ids)
+    if plan.filtered:
+        readable = Document.objects.filter(collection_id__in=ids).aggregate(n=Sum("chunk_count"))["n"]
+        plan.readable_rows = int(readable or 0)
+    pool = max(k * 4, 40)
+
+    vector_hits: list[tuple[int, float]] = []
+    keyword_hits: list[tuple[int, float]] = []
+    with transaction.atomic():  # SET LOCAL lasts until the end of this transaction
+        if mode in {"hybrid", "vector"}:
+            if query_vector is None:
+                query_vector = provider.embed([query], kind="query").vectors[0]
+            vector_hits = _vector_candidates(query_vector, plan, pool)
+        if mode in {"hybrid", "keyword"}:
+            keyword_hits = _keyword_candidates(query, ids, pool)
+    if plan_out is not None:
+        plan_out.append(plan)
+
+    fused: dict[int, _Fused] = {}
+    for rank, (chunk_id, similarity) in enumerate(vector_hits, start=1):
+        entry = fused.setdefault(chunk_id, _Fused())
+        entry.score += 1.0 / (RRF_K + rank)
+        entry.vector_score, entry.vector_rank = float(similarity), rank
+    for rank, (chunk_id, ts_rank) in enumerate(keyword_hits, start=1):
+        entry = fused.setdefault(chunk_id, _Fused())
+        entry.score += 1.0 / (RRF_K + rank)
+        entry.keyword_score, entry.keyword_rank = float(ts_rank), rank
+    best = sorted(fused.items(), key=lambda item: (-item[1].score, item[0]))[:k]
+    chunks = Chunk.objects.select_related("document", "document__collection").in_bulk(
+        [cid for cid, _ in best]
+    )
+    return [
+        SearchHit(
+            chunk=chunks[chunk_id],
+            score=entry.score,
+            vector_score=entry.vector_score,
+            keyword_score=entry.keyword_score,
+            vector_rank=entry.vector_rank,
+            keyword_rank=entry.keyword_rank,
+        )
+        for chunk_id, entry in best
+        if chunk_id in chunks  # a chunk deleted between the two queries is dropped
+    ]
+
+
+def chunks_readable_by(user: object) -> object:
+    """Every chunk `user` may read, as a queryset; the one gate for chunk access outside search."""
+    return Chunk.objects.filter(collection_id__in=readable_collection_ids(user)).select_related("document")
+
+
+def documents_for_staff(*, limit: int = 200) -> list[Document]:
+    return list(Document.objects.select_related("collection", "uploaded_by").order_by("-created_at")[:limit])

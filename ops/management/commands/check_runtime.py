@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from gateway import provider
+
+
+class Command(BaseCommand):
+    help = "Check that the configured models answer and EMBEDDING_DIMENSIONS matches the embedding model."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            result = provider.embed(["dimension probe"], kind="query")
+        except provider.ProviderError as exc:
+            # ProviderError already names EMBEDDING_DIMENSIONS when the size is wrong.
+            raise CommandError(str(exc)) from exc
+        try:
+            models = provider.served_models("chat")
+        except provider.ProviderError as exc:
+            raise CommandError(f"{exc} (OPENAI_BASE_URL={settings.OPENAI_BASE_URL})") from exc
+        if models and settings.CHAT_MODEL not in models:
+            raise CommandError(
+                f"CHAT_MODEL={settings.CHAT_MODEL} is not served by {settings.OPENAI_BASE_URL}; "
+                f"it offers: {', '.join(models[:8])}"
+            )
+        self.stdout.write(
+            f"models ok: chat {settings.CHAT_MODEL}, embeddings {result.model} "
+            f"({len(result.vectors[0])} dimensions)"
+        )

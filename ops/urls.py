@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from ops import views
+
+app_name = "ops"
+urlpatterns = [
+    path("healthz", views.healthz, name="healthz"),
+]

@@ -1,0 +1,84 @@
+"""A deterministic stand-in for gateway.provider, used by every test not marked e2e."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from gateway import provider
+
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def fake_vector(text: str, dims: int | None = None) -> list[float]:
+    """A hashed bag of words: texts sharing words point the same way, as real embeddings roughly do."""
+    dims = dims or settings.EMBEDDING_DIMENSIONS
+    vector = [0.0] * dims
+    for word in WORD.findall(text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        index = int.from_bytes(digest[:4], "little") % dims
+        vector[index] += 1.0 if digest[4] % 2 else -1.0
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+@dataclass
+class FakeProvider:
+    """Records every call; chat replies come from `replies` (strings, results or exceptions)."""
+
+    replies: list[Any] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    embedded: list[str] = field(default_factory=list)
+    embed_error: Exception | None = None
+
+    def embed(self, texts: Sequence[str], *, kind: str, model: str | None = None) -> provider.Embeddings:
+        if self.embed_error is not None:
+            raise self.embed_error
+        self.embedded.extend(texts)
+        return provider.Embeddings(
+            vectors=[fake_vector(t) for t in texts],
+            model=model or settings.EMBEDDING_MODEL,
+            usage=provider.Usage(prompt_tokens=sum(len(t.split()) for t in texts)),
+            latency_ms=0.1,
+        )
+
+    def _next(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> provider.ChatResult:
+        self.calls.append({"messages": list(messages), **kwargs})
+        reply = self.replies.pop(0) if self.replies else json.dumps({"answer": "fake", "citations": []})
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(reply, provider.ChatResult):
+            return reply
+        params = kwargs.get("params") or provider.ChatParams()
+        return provider.ChatResult(
+            content=reply,
+            model=params.model or settings.CHAT_MODEL,
+            usage=provider.Usage(prompt_tokens=100, completion_tokens=len(str(reply).split())),
+            latency_ms=1.0,
+            system_fingerprint="fp_fake",
+            finish_reason="stop",
+        )
+
+    def chat(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> provider.ChatResult:
+        return self._next(messages, **kwargs)
+
+    def chat_stream(
+        self, messages: Sequence[dict[str, Any]], **kwargs: Any
+    ) -> Iterator[provider.StreamDelta | provider.ChatResult]:
+        result = self._next(messages, **kwargs)
+        for piece in re.findall(r"\S+\s*", result.content):
+            yield provider.StreamDelta(piece)
+        yield result
+
+    def moderate(self, text: str) -> provider.Moderation | None:
+        return None
+
+    def served_models(self, kind: str) -> list[str]:
+        return [settings.CHAT_MODEL if kind == "chat" else settings.EMBEDDING_MODEL]
