@@ -9,10 +9,13 @@ import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str
 from config.runtime import BASE_DIR, runtime
+
+django_stubs_ext.monkeypatch()  # ModelAdmin[Model] and friends at run time, for typing
 
 RUNTIME = runtime()
 DATA_DIR = RUNTIME.data_dir

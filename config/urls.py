@@ -6,6 +6,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", include("assistant.urls")),
+    path("", include("assistant.api_urls")),
     path("", include("ops.urls")),
     path("knowledge/", include("knowledge.urls")),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
