@@ -25,6 +25,7 @@ from config.runtime import BASE_DIR, Runtime, runtime
 from embedded.services import (
     Service,
     StartupError,
+    check_external,
     embedded_services,
     http_json,
     last_log_line,
@@ -40,6 +41,7 @@ def say(message: str) -> None:
 
 def start_services(rt: Runtime) -> list[Service]:
     """Start what is missing and wait until all are healthy; returns the ones we started."""
+    check_external(rt)
     services = embedded_services(rt)
     started: list[Service] = []
     try:

@@ -13,9 +13,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from config.runtime import Runtime
 
@@ -254,6 +257,16 @@ class EmbeddingsModel(ProcessService):
         return isinstance(reply, dict) and bool(reply.get("data"))
 
 
+def _pgserver() -> Any:
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset; pgserver then uses /tmp, which is fine.
+        warnings.simplefilter("ignore")
+        import pgserver
+        import pgserver._commands
+
+    return pgserver
+
+
 class Postgres:
     """PostgreSQL 16 with pgvector from the pgserver package, on a Unix socket in DATA_DIR."""
 
@@ -288,10 +301,10 @@ class Postgres:
         if self.healthy():
             return False
         self.pgdata.mkdir(parents=True, exist_ok=True)
-        import pgserver
+        pgserver = _pgserver()
 
         try:
-            server = pgserver.get_server(self.pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
+            server = pgserver.get_server(self.pgdata, cleanup_mode=None)
         except Exception as exc:  # pgserver raises bare subprocess and assertion errors
             raise StartupError(
                 f"postgres failed to start ({type(exc).__name__}); see {self.pgdata / 'log'}"
@@ -324,9 +337,7 @@ class Postgres:
             else:
                 restart = False
         if restart:
-            from pgserver import _commands
-
-            _commands.pg_ctl(  # type: ignore[attr-defined]
+            _pgserver()._commands.pg_ctl(
                 ["-w", "restart", "-m", "fast"], pgdata=self.pgdata, user=_pg_user(), timeout=60
             )
 
@@ -345,15 +356,37 @@ def _pg_user() -> str | None:
 def server_stop(pgdata: Path) -> None:
     if not (pgdata / "postmaster.pid").exists():
         return
-    from pgserver import _commands
-
     with contextlib.suppress(subprocess.SubprocessError):  # already stopped
-        _commands.pg_ctl(  # type: ignore[attr-defined]
-            ["-w", "stop", "-m", "fast"], pgdata=pgdata, user=_pg_user(), timeout=60
-        )
+        _pgserver()._commands.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user=_pg_user(), timeout=60)
 
 
 Service = Postgres | ProcessService
+
+
+def check_external(runtime: Runtime) -> None:
+    """Fail fast, in one line, when a service we were pointed at cannot be reached."""
+    if not runtime.database_embedded:
+        import psycopg
+
+        try:
+            with psycopg.connect(runtime.database_url, connect_timeout=5) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StartupError(
+                f"DATABASE_URL: cannot connect ({reason}); check the URL and that the server is running."
+            ) from exc
+    if not runtime.broker_embedded:
+        parts = urlsplit(runtime.broker_url)
+        host = parts.hostname or "localhost"
+        port = parts.port or (5672 if parts.scheme.startswith("amqp") else 6379)
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+        except OSError as exc:
+            raise StartupError(
+                f"CELERY_BROKER_URL: cannot reach {host}:{port} ({exc.strerror or exc}); "
+                "check the URL and that the broker is running."
+            ) from exc
 
 
 def embedded_services(runtime: Runtime) -> list[Service]:

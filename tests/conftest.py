@@ -21,6 +21,13 @@ from tests.fakes import FakeProvider
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> None:
+    """A test database per pytest process, so parallel runs on one server do not collide."""
+    test = settings.DATABASES["default"].setdefault("TEST", {})
+    test["NAME"] = f"test_groundwork_{os.getpid()}"
+
+
 @pytest.fixture(autouse=True)
 def fake_provider(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> FakeProvider | None:
     """Every test talks to a deterministic fake model unless it is marked e2e.
@@ -92,14 +99,17 @@ def _test_database_url() -> str:
 def celery_worker_process(
     django_db_setup: None, django_db_blocker: object
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker process bound to the test database."""
+    """A real Celery worker process bound to the test database, on a queue of this test run's own."""
+    queue = f"test-{os.getpid()}"
+    celery_app.conf.task_default_queue = queue
     env = {**os.environ, "DATABASE_URL": _test_database_url(), "PYTHONUNBUFFERED": "1"}
     log = Path(settings.DATA_DIR) / "logs" / "test-worker.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "threads",
-             "--concurrency", "2", "--loglevel", "INFO", "--hostname", f"test-{os.getpid()}@%h"],
+             "--concurrency", "2", "--loglevel", "INFO", "--hostname", f"test-{os.getpid()}@%h",
+             "--queues", queue],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     celery_app.control.purge()
