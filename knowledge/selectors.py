@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from django.db import connection, transaction
-from django.db.models import Sum
+from django.db.models import Q, QuerySet, Sum
 
 from gateway import provider
 from knowledge.models import Chunk, Collection, Document
@@ -152,22 +152,24 @@ def keyword_query_sql() -> str:
 
     A question in plain words ANDs every word under websearch rules, which finds nothing for
     most questions; unless the user typed operators, the words are ORed and ranking decides.
+    The neutral side drops English stopwords (migration 0002) so that "when" or "are" do not
+    match every chunk once ORed.
     """
-    return "(websearch_to_tsquery('english', %(q)s) || websearch_to_tsquery('simple', %(q)s))"
+    return "(websearch_to_tsquery('english', %(q)s) || websearch_to_tsquery('groundwork_simple', %(q)s))"
 
 
 def _keyword_candidates(query: str, collection_ids: list[int], limit: int) -> list[tuple[int, float]]:
     tsquery = keyword_query_sql()
     if not _OPERATORS.search(query):
         tsquery = f"replace(({tsquery})::text, ' & ', ' | ')::tsquery"
+    # Only our own SQL fragments are formatted in; the user's text is the %(q)s parameter.
+    sql = (
+        f"SELECT id, ts_rank_cd(search_vector, q.query, 32) AS rank FROM knowledge_chunk, "  # noqa: S608
+        f"(SELECT {tsquery} AS query) AS q WHERE collection_id = ANY(%(ids)s) "
+        "AND search_vector @@ q.query ORDER BY rank DESC, id LIMIT %(limit)s"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT id, ts_rank_cd(search_vector, query, 32) AS rank "  # noqa: S608 (no user text in the SQL)
-            f"FROM knowledge_chunk, {tsquery} AS query "
-            "WHERE collection_id = ANY(%(ids)s) AND search_vector @@ query "
-            "ORDER BY rank DESC, id LIMIT %(limit)s",
-            {"q": query, "ids": collection_ids, "limit": limit},
-        )
+        cursor.execute(sql, {"q": query, "ids": collection_ids, "limit": limit})
         return cursor.fetchall()
 
 
@@ -237,9 +239,72 @@ def search(
     ]
 
 
-def chunks_readable_by(user: object) -> object:
+def chunks_readable_by(user: object) -> QuerySet[Chunk]:
     """Every chunk `user` may read, as a queryset; the one gate for chunk access outside search."""
     return Chunk.objects.filter(collection_id__in=readable_collection_ids(user)).select_related("document")
+
+
+def hits_for_chunks(user: object, chunk_ids: Sequence[int]) -> list[SearchHit]:
+    """The given chunks, in the given order, as hits; chunks `user` may not read are left out."""
+    chunks = chunks_readable_by(user).select_related("document__collection").in_bulk(list(chunk_ids))
+    return [SearchHit(chunk=chunks[cid], score=0.0) for cid in chunk_ids if cid in chunks]
+
+
+def documents_readable_by(user: object, *, title: str = "", limit: int = 5) -> list[dict[str, object]]:
+    """Metadata of readable, indexed documents whose title or file name contains `title`."""
+    documents = Document.objects.filter(
+        collection_id__in=readable_collection_ids(user), status=Document.Status.READY
+    ).select_related("collection")
+    if title:
+        documents = documents.filter(Q(title__icontains=title) | Q(filename__icontains=title))
+    return [
+        {
+            "title": d.title,
+            "filename": d.filename,
+            "collection": d.collection.name,
+            "kind": d.kind,
+            "pages": d.page_count,
+            "chunks": d.chunk_count,
+            "version": d.version,
+            "indexed_at": d.indexed_at.isoformat() if d.indexed_at else None,
+        }
+        for d in documents.order_by("title")[:limit]
+    ]
+
+
+def example_questions(user: object, *, limit: int = 4) -> list[str]:
+    """Questions to offer on a first visit, drawn from headings the user can actually read."""
+    rows = (
+        chunks_readable_by(user)
+        .exclude(heading_path=[])
+        .order_by("document_id", "position")
+        .values_list("document__title", "heading_path")[:200]
+    )
+    questions: list[str] = []
+    seen: set[str] = set()
+    for title, path in rows:
+        topic = str(path[-1]).strip()
+        if not topic or topic.lower() in seen or len(topic) > 80:
+            continue
+        seen.add(topic.lower())
+        questions.append(f"What does {title} say about {topic}?")
+        if len(questions) >= limit:
+            break
+    if len(questions) < limit:
+        titles = (
+            Document.objects.filter(
+                collection_id__in=readable_collection_ids(user), status=Document.Status.READY
+            )
+            .order_by("-indexed_at")
+            .values_list("title", flat=True)[: limit * 2]
+        )
+        for title in titles:
+            question = f"What are the key points of {title}?"
+            if question not in questions:
+                questions.append(question)
+            if len(questions) >= limit:
+                break
+    return questions
 
 
 def documents_for_staff(*, limit: int = 200) -> list[Document]:

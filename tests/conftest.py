@@ -56,9 +56,13 @@ def _eager_celery_in_unit_tests(request: pytest.FixtureRequest) -> Iterator[None
 
 
 @pytest.fixture(autouse=True)
-def _test_storage(settings: object, tmp_path: Path) -> None:
-    """Uploads go to a temporary folder; static files are served without collectstatic's manifest."""
-    settings.MEDIA_ROOT = str(tmp_path / "media")  # type: ignore[attr-defined]
+def _test_storage(request: pytest.FixtureRequest, settings: object, tmp_path: Path) -> None:
+    """Uploads go to a temporary folder; static files are served without collectstatic's manifest.
+
+    e2e tests keep DATA_DIR's media folder: the Celery worker process must read the same files.
+    """
+    if not request.node.get_closest_marker("e2e"):
+        settings.MEDIA_ROOT = str(tmp_path / "media")  # type: ignore[attr-defined]
     settings.STORAGES = {  # type: ignore[attr-defined]
         **settings.STORAGES,  # type: ignore[attr-defined]
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
