@@ -1,0 +1,245 @@
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+
+
+class PromptTemplate(models.Model):
+    """A versioned prompt. Editing makes a new version; every answer records the one it used."""
+
+    name = models.CharField(max_length=100, default="grounded-answer")
+    version = models.PositiveIntegerField()
+    system = models.TextField(help_text="System message. {assistant_name} and {scope} are filled in.")
+    instructions = models.TextField(
+        help_text="User message template. {context}, {question} and {history} are filled in."
+    )
+    notes = models.CharField(max_length=300, blank=True, help_text="What changed in this version.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [models.UniqueConstraint(fields=["name", "version"], name="prompt_unique_version")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class Assistant(models.Model):
+    """Per-assistant settings, pinned so that answers can be reproduced."""
+
+    name = models.CharField(max_length=100, unique=True)
+    scope = models.TextField(
+        help_text="What this assistant is for, shown to users and used to keep answers in scope."
+    )
+    collections = models.ManyToManyField(
+        "knowledge.Collection", blank=True, help_text="Answer only from these (empty: every readable one)."
+    )
+    prompt = models.ForeignKey(PromptTemplate, on_delete=models.PROTECT, related_name="+")
+    model = models.CharField(max_length=100, blank=True, help_text="Empty: the CHAT_MODEL setting.")
+    temperature = models.FloatField(default=0.0)
+    top_p = models.FloatField(default=1.0)
+    seed = models.IntegerField(default=42)
+    max_tokens = models.PositiveIntegerField(default=400)
+    top_k = models.PositiveSmallIntegerField(default=6, help_text="Chunks given to the model.")
+    min_similarity = models.FloatField(
+        default=0.78,
+        help_text="Abstain without asking the model when the best vector match is below this "
+        "and no keyword matched.",
+    )
+    tools_enabled = models.BooleanField(
+        default=False, help_text="Let the model call search and document tools (needs tool support)."
+    )
+    is_default = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def chat_model(self) -> str:
+        return self.model or settings.CHAT_MODEL
+
+
+class Conversation(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    assistant = models.ForeignKey(Assistant, on_delete=models.PROTECT, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["user", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        STREAMING = "streaming", "Answering"
+        COMPLETE = "complete", "Complete"
+        STOPPED = "stopped", "Stopped"
+        ERROR = "error", "Error"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    error = models.TextField(blank=True, help_text="Shown to the user with a retry button.")
+    reply_to = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:40]}"
+
+
+class Answer(models.Model):
+    """Everything about how one answer was made: the trace staff need to trust or correct it."""
+
+    message = models.OneToOneField(
+        Message, on_delete=models.CASCADE, related_name="answer", null=True, blank=True
+    )
+    assistant = models.ForeignKey(Assistant, on_delete=models.PROTECT, related_name="answers")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    question = models.TextField()
+    text = models.TextField(blank=True)
+    citations = models.JSONField(default=list, blank=True)
+    abstained = models.BooleanField(default=False)
+    abstain_reason = models.CharField(max_length=200, blank=True)
+    confidence = models.FloatField(null=True, blank=True)
+    grounded = models.BooleanField(null=True, blank=True)
+    grounding = models.JSONField(default=dict, blank=True)
+    suggestions = models.JSONField(default=list, blank=True)
+    rewrite = models.CharField(max_length=500, blank=True, help_text="A more specific question to offer.")
+    fallback = models.BooleanField(default=False, help_text="The model's output was unusable.")
+    flagged = models.BooleanField(default=False)
+    # Reproducibility
+    model = models.CharField(max_length=100)
+    seed = models.IntegerField(null=True)
+    temperature = models.FloatField()
+    top_p = models.FloatField()
+    max_tokens = models.PositiveIntegerField()
+    system_fingerprint = models.CharField(max_length=100, blank=True)
+    prompt = models.ForeignKey(PromptTemplate, on_delete=models.PROTECT, related_name="answers")
+    retrieved = models.JSONField(default=list, blank=True)
+    tool_calls = models.JSONField(default=list, blank=True)
+    raw_output = models.TextField(blank=True)
+    repaired = models.BooleanField(default=False)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    latency_ms = models.JSONField(default=dict, blank=True)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    cache_hit = models.BooleanField(null=True, blank=True)
+    guardrails = models.JSONField(null=True, blank=True)
+    replay_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["flagged", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Answer {self.pk}: {self.question[:40]}"
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.confidence is not None and self.confidence < 0.5
+
+    @property
+    def state(self) -> str:
+        """One word for how much to trust it, used for styling: grounded, uncertain, ungrounded, abstained."""
+        if self.abstained:
+            return "abstained"
+        if self.fallback or self.grounded is False:
+            return "ungrounded"
+        if self.low_confidence:
+            return "uncertain"
+        return "grounded"
+
+
+class Feedback(models.Model):
+    answer = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    rating = models.SmallIntegerField(choices=[(1, "Helpful"), (-1, "Not helpful")])
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["answer", "user"], name="feedback_once_per_user")]
+
+    def __str__(self) -> str:
+        return f"{'+1' if self.rating > 0 else '-1'} on answer {self.answer_id}"
+
+
+class Flag(models.Model):
+    class Category(models.TextChoices):
+        WRONG = "wrong", "Wrong"
+        UNSUPPORTED = "unsupported", "Not supported by the sources"
+        HARMFUL = "harmful", "Harmful"
+        OTHER = "other", "Other"
+
+    class Source(models.TextChoices):
+        USER = "user", "User"
+        GROUNDING = "grounding", "Grounding check"
+        GUARDRAIL = "guardrail", "Guardrail"
+
+    answer = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="flags")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    category = models.CharField(max_length=16, choices=Category.choices)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.USER)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_category_display()} ({self.get_source_display()}) on answer {self.answer_id}"
+
+
+class ApiToken(models.Model):
+    """A personal token for the OpenAI-compatible API. Only its hash is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, help_text="The first characters, to tell tokens apart.")
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(raw: str) -> str:
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @staticmethod
+    def generate() -> str:
+        return "gw_" + secrets.token_urlsafe(32)

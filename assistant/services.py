@@ -1,0 +1,311 @@
+"""Writes for the assistant: conversations, streamed answers, feedback, flags, replays, API tokens."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import connection, transaction
+from django.utils import timezone
+
+from assistant import pipeline
+from assistant.models import (
+    Answer,
+    ApiToken,
+    Assistant,
+    Conversation,
+    Feedback,
+    Flag,
+    Message,
+    PromptTemplate,
+)
+from assistant.prompts import DEFAULT_INSTRUCTIONS, DEFAULT_PROMPT_NAME, DEFAULT_SYSTEM
+from gateway import provider
+
+logger = logging.getLogger(__name__)
+
+STOP_CHECK_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The model could not be reached; the conversation is intact and the message can be retried."""
+
+    message: str
+
+
+def prompt_default() -> PromptTemplate:
+    prompt = PromptTemplate.objects.filter(name=DEFAULT_PROMPT_NAME).order_by("-version").first()
+    if prompt is None:
+        prompt = PromptTemplate.objects.create(
+            name=DEFAULT_PROMPT_NAME,
+            version=1,
+            system=DEFAULT_SYSTEM,
+            instructions=DEFAULT_INSTRUCTIONS,
+            notes="The shipped prompt.",
+        )
+    return prompt
+
+
+def prompt_new_version(
+    *, prompt: PromptTemplate, system: str, instructions: str, notes: str, user: User | None
+) -> PromptTemplate:
+    """Prompts are never edited in place: a change is a new version, so old answers keep theirs."""
+    latest = PromptTemplate.objects.filter(name=prompt.name).order_by("-version").first()
+    return PromptTemplate.objects.create(
+        name=prompt.name,
+        version=(latest.version if latest else 0) + 1,
+        system=system,
+        instructions=instructions,
+        notes=notes,
+        created_by=user,
+    )
+
+
+def assistant_default() -> Assistant:
+    assistant = Assistant.objects.filter(is_default=True).first() or Assistant.objects.order_by("pk").first()
+    if assistant is None:
+        assistant = Assistant.objects.create(
+            name="Groundwork",
+            scope="You answer questions about the documents in this team's knowledge base.",
+            prompt=prompt_default(),
+            is_default=True,
+        )
+    return assistant
+
+
+def conversation_create(*, user: User, assistant: Assistant | None = None, title: str = "") -> Conversation:
+    return Conversation.objects.create(
+        user=user, assistant=assistant or assistant_default(), title=title[:200]
+    )
+
+
+@transaction.atomic
+def message_send(*, conversation: Conversation, text: str) -> tuple[Message, Message]:
+    """Store the user's question and a pending answer that `answer_stream` will fill in."""
+    question = pipeline.validate_question(text)
+    asked = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=question)
+    pending = Message.objects.create(
+        conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING, reply_to=asked
+    )
+    if not conversation.title:
+        conversation.title = question[:80]
+    conversation.save(update_fields=["title", "updated_at"])
+    return asked, pending
+
+
+def history_before(message: Message) -> list[tuple[str, str]]:
+    """Earlier completed question/answer pairs of the conversation, oldest first."""
+    answers = (
+        Message.objects.filter(
+            conversation_id=message.conversation_id,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.COMPLETE,
+            created_at__lt=message.created_at,
+        )
+        .select_related("reply_to")
+        .order_by("-created_at")[:3]
+    )
+    return [(m.reply_to.content, m.content) for m in reversed(answers) if m.reply_to]
+
+
+class _ConversationLock:
+    """A session-level advisory lock: two answers in one conversation are made one after the other."""
+
+    def __init__(self, conversation_id: int) -> None:
+        self.key = conversation_id
+
+    def __enter__(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [4242, self.key])
+
+    def __exit__(self, *exc: object) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [4242, self.key])
+
+
+def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
+    """Fill in a pending assistant message, yielding pipeline events as the answer is made.
+
+    Claims the message first (pending -> streaming), so a second tab gets nothing. A stop
+    request (`message_stop`) or a closed connection ends generation and keeps the partial text.
+    """
+    claimed = Message.objects.filter(pk=message.pk, status=Message.Status.PENDING).update(
+        status=Message.Status.STREAMING, error=""
+    )
+    if not claimed:
+        return
+    message.refresh_from_db()
+    conversation = message.conversation
+    question = message.reply_to.content if message.reply_to else ""
+    partial: list[str] = []
+    finished = False
+    with _ConversationLock(conversation.pk):
+        try:
+            last_check = time.monotonic()
+            for event in pipeline.answer_events(
+                assistant=conversation.assistant,
+                user=conversation.user,
+                question=question,
+                history=history_before(message),
+            ):
+                if isinstance(event, pipeline.Delta):
+                    partial.append(event.text)
+                    if time.monotonic() - last_check > STOP_CHECK_SECONDS:
+                        last_check = time.monotonic()
+                        if Message.objects.filter(pk=message.pk, status=Message.Status.STOPPED).exists():
+                            break
+                if isinstance(event, pipeline.Done):
+                    _answer_save(message=message, answer=event.answer)
+                    finished = True
+                yield event
+        except provider.ProviderError as exc:
+            logger.warning("answer for message %s failed: %s", message.pk, exc)
+            Message.objects.filter(pk=message.pk).update(
+                status=Message.Status.ERROR, error=f"{exc} Your question is kept; press retry."
+            )
+            finished = True
+            yield Failed(str(exc))
+        except pipeline.QuestionRejected as exc:
+            Message.objects.filter(pk=message.pk).update(status=Message.Status.ERROR, error=str(exc))
+            finished = True
+            yield Failed(str(exc))
+        finally:
+            if not finished:
+                # Stopped by the user, or the browser went away: keep what was written.
+                Message.objects.filter(pk=message.pk).update(
+                    status=Message.Status.STOPPED, content="".join(partial)
+                )
+
+
+@transaction.atomic
+def _answer_save(*, message: Message, answer: Answer) -> Answer:
+    answer.message = message
+    answer.save()
+    message.content = answer.text
+    message.status = Message.Status.COMPLETE
+    message.save(update_fields=["content", "status"])
+    if answer.flagged:
+        Flag.objects.create(
+            answer=answer,
+            category=Flag.Category.UNSUPPORTED,
+            source=Flag.Source.GROUNDING,
+            note="Automatic: "
+            + (
+                "the model's output was unusable."
+                if answer.fallback
+                else "a claim is not supported by the cited sources."
+            ),
+        )
+    return answer
+
+
+def answer_complete(*, message: Message) -> Message:
+    """Run `answer_stream` to the end (for callers that do not stream)."""
+    for _event in answer_stream(message=message):
+        pass
+    message.refresh_from_db()
+    return message
+
+
+def message_stop(*, message: Message) -> bool:
+    return bool(
+        Message.objects.filter(
+            pk=message.pk, status__in=[Message.Status.PENDING, Message.Status.STREAMING]
+        ).update(status=Message.Status.STOPPED)
+    )
+
+
+def message_retry(*, message: Message) -> bool:
+    """Put a failed or stopped answer back to pending so it can be streamed again."""
+    return bool(
+        Message.objects.filter(
+            pk=message.pk, status__in=[Message.Status.ERROR, Message.Status.STOPPED]
+        ).update(status=Message.Status.PENDING, error="", content="")
+    )
+
+
+def answer_regenerate(*, message: Message) -> Message:
+    """A new pending answer to the same question; the old one stays in the history."""
+    return Message.objects.create(
+        conversation=message.conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        reply_to=message.reply_to,
+    )
+
+
+def answer_for(
+    *,
+    user: Any,
+    question: str,
+    assistant: Assistant | None = None,
+    history: list[tuple[str, str]] | None = None,
+) -> Answer:
+    """A saved answer without a chat conversation (the API and the CLI)."""
+    answer = pipeline.run_to_answer(
+        assistant=assistant or assistant_default(), user=user, question=question, history=history
+    )
+    with transaction.atomic():
+        answer.save()
+        if answer.flagged:
+            Flag.objects.create(
+                answer=answer,
+                category=Flag.Category.UNSUPPORTED,
+                source=Flag.Source.GROUNDING,
+                note="Automatic: grounding check failed.",
+            )
+    return answer
+
+
+def answer_replay(*, answer: Answer, user: Any) -> Answer:
+    """The same question with the same settings, prompt version and retrieved chunks, for comparison."""
+    replay = pipeline.run_to_answer(
+        assistant=answer.assistant,
+        user=answer.user or user,
+        question=answer.question,
+        config=pipeline.Settings.of_answer(answer),
+        pinned_chunk_ids=[r["chunk_id"] for r in answer.retrieved if not r.get("via_tool")],
+    )
+    replay.replay_of = answer
+    replay.save()
+    return replay
+
+
+def feedback_give(*, answer: Answer, user: User, rating: int, reason: str = "") -> Feedback:
+    feedback, _ = Feedback.objects.update_or_create(
+        answer=answer, user=user, defaults={"rating": 1 if rating > 0 else -1, "reason": reason[:500]}
+    )
+    return feedback
+
+
+@transaction.atomic
+def flag_create(
+    *, answer: Answer, user: User | None, category: str, note: str = "", source: str = Flag.Source.USER
+) -> Flag:
+    flag = Flag.objects.create(answer=answer, user=user, category=category, note=note[:2000], source=source)
+    if not answer.flagged:
+        answer.flagged = True
+        answer.save(update_fields=["flagged"])
+    return flag
+
+
+def api_token_create(*, user: User, name: str) -> tuple[ApiToken, str]:
+    """A new API token; the raw value is returned once and only its hash is kept."""
+    raw = ApiToken.generate()
+    token = ApiToken.objects.create(
+        user=user, name=name[:100] or "API token", prefix=raw[:10], digest=ApiToken.hash(raw)
+    )
+    return token, raw
+
+
+def api_token_authenticate(raw: str) -> User | None:
+    token = ApiToken.objects.select_related("user").filter(digest=ApiToken.hash(raw)).first()
+    if token is None or not token.user.is_active:
+        return None
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token.user
