@@ -78,8 +78,10 @@ def document_upload(
     filename: str,
     uploaded_by: User | None = None,
     title: str | None = None,
+    enqueue: bool = True,
 ) -> UploadOutcome:
-    """Store an uploaded file and queue it for indexing.
+    """Store an uploaded file and queue it for indexing (unless `enqueue` is False: the caller
+    indexes it itself with `document_ingest`).
 
     Identical content already in the collection is not stored again; a different file under
     a name the collection already has becomes that document's next version.
@@ -113,7 +115,8 @@ def document_upload(
         existing.save()
         if old_file and old_file != existing.file.name:
             transaction.on_commit(lambda: existing.file.storage.delete(old_file))
-        _enqueue_ingest(existing.pk)
+        if enqueue:
+            _enqueue_ingest(existing.pk)
         return UploadOutcome(existing, "new_version")
 
     document = Document(
@@ -126,7 +129,8 @@ def document_upload(
     )
     document.file.save(filename, file, save=False)
     document.save()
-    _enqueue_ingest(document.pk)
+    if enqueue:
+        _enqueue_ingest(document.pk)
     return UploadOutcome(document, "created")
 
 
@@ -134,6 +138,22 @@ def _enqueue_ingest(document_id: int) -> None:
     from knowledge.tasks import ingest_document
 
     transaction.on_commit(lambda: ingest_document.delay(document_id))
+
+
+@transaction.atomic
+def document_reindex(*, document_ids: list[int]) -> list[int]:
+    """Queue documents for indexing again; ones a worker is indexing right now are left alone."""
+    ids = list(
+        Document.objects.filter(pk__in=document_ids)
+        .exclude(status=Document.Status.PROCESSING)
+        .values_list("pk", flat=True)
+    )
+    Document.objects.filter(pk__in=ids).update(
+        status=Document.Status.PENDING, progress=0, error="", attempts=0, heartbeat_at=None
+    )
+    for document_id in ids:
+        _enqueue_ingest(document_id)
+    return ids
 
 
 def document_delete(*, document: Document) -> None:

@@ -56,6 +56,12 @@ def _eager_celery_in_unit_tests(request: pytest.FixtureRequest) -> Iterator[None
 
 
 @pytest.fixture(autouse=True)
+def _fast_passwords(settings: object) -> None:
+    """The default hasher is slow on purpose; tests create many users."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
 def _test_storage(request: pytest.FixtureRequest, settings: object, tmp_path: Path) -> None:
     """Uploads go to a temporary folder; static files are served without collectstatic's manifest.
 

@@ -1,0 +1,154 @@
+"""Retrieval quality and behaviour: hybrid fusion, websearch syntax, other languages, the plan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from knowledge.models import Collection
+from knowledge.selectors import SearchPlan, search
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+# A small labelled set. Titles come from the file names and are embedded with the text, but only
+# the text is indexed for keyword search; keyword search stems words, the fake embeddings do not.
+# So some queries are found only by their stems (keyword wins: the vector side prefers a document
+# whose title shares the exact word) and some mostly by their titles (vector wins: the keyword side
+# prefers a document that repeats one of the words).
+CORPUS = {
+    "backup-schedule.txt": (
+        "The server backup runs every night at two. Configure the backup window in the admin panel."
+    ),
+    "nightly-build-status.txt": "The build pipeline posts failures to the developers channel.",
+    "travel-insurance.txt": "Every employee who travels to another country is covered by our insurance.",
+    "abroad-offices.txt": "We have offices in Lisbon and Berlin with desks for visitors.",
+    "parental-leave-policy.txt": (
+        "New parents receive sixteen weeks of paid time off. Leave can start before the due date."
+    ),
+    "sick-days.txt": (
+        "Sick leave: tell your manager before ten in the morning by phone or chat, rest at home until you "
+        "feel well again, and bring a doctor's note when the leave lasts longer than three working days."
+    ),
+    "expense-policy.txt": "Receipts are due monthly.",
+    "remote-work-policy.txt": "Staff may work from home two days a week.",
+    "password-reset-guide.txt": "Forgot it? Use the self-service portal, or ask IT for help.",
+    "help-desk-hours.txt": (
+        "The help desk answers questions from nine to five on weekdays; outside those hours, urgent help is "
+        "available by phone, and every other request waits for the next morning in the shared queue."
+    ),
+    "password-rules.txt": "Use at least twelve characters and never reuse one.",
+    "cafeteria-menu.txt": "Lunch is served from noon, with soup on Mondays and fish on Fridays.",
+}
+LABELLED = {
+    "configuring nightly backups": "backup-schedule.txt",
+    "employees travelling abroad": "travel-insurance.txt",
+    "parental leave policy": "parental-leave-policy.txt",
+    "password reset help": "password-reset-guide.txt",
+}
+
+
+@pytest.fixture
+def corpus(db: None) -> Collection:
+    collection = factories.collection(name="Labelled")
+    for filename, text in CORPUS.items():
+        factories.document(collection=collection, text=text, filename=filename)
+    return collection
+
+
+def reciprocal_ranks(user: Any, mode: str) -> dict[str, float]:
+    ranks = {}
+    for query, expected in LABELLED.items():
+        filenames = [hit.document.filename for hit in search(user, query, k=10, mode=mode)]
+        ranks[query] = 1 / (filenames.index(expected) + 1) if expected in filenames else 0.0
+    return ranks
+
+
+def test_hybrid_ranks_better_than_either_method_alone(corpus: Collection, admin_user: Any) -> None:
+    per_mode = {mode: reciprocal_ranks(admin_user, mode) for mode in ("hybrid", "vector", "keyword")}
+    mrr = {mode: sum(ranks.values()) / len(ranks) for mode, ranks in per_mode.items()}
+
+    # Each single method misses the top spot on some query, so the set tests what fusion adds.
+    assert min(per_mode["vector"].values()) < 1, per_mode
+    assert min(per_mode["keyword"].values()) < 1, per_mode
+    assert mrr["hybrid"] >= max(mrr["vector"], mrr["keyword"]), per_mode
+    assert mrr["hybrid"] > min(mrr["vector"], mrr["keyword"]), per_mode
+
+
+def test_websearch_operators_in_keyword_mode(admin_user: Any) -> None:
+    collection = factories.collection(name="Leave")
+    factories.document(
+        collection=collection, text="Annual leave requests go to your manager.", filename="a.txt"
+    )
+    factories.document(collection=collection, text="Request leave for the annual training.", filename="b.txt")
+    factories.document(collection=collection, text="Sick leave needs a doctor's note.", filename="c.txt")
+
+    def found(query: str) -> set[str]:
+        return {hit.document.filename for hit in search(admin_user, query, k=10, mode="keyword")}
+
+    assert found("annual leave") == {"a.txt", "b.txt", "c.txt"}  # plain words: any of them
+    assert found('"annual leave"') == {"a.txt"}  # a phrase: adjacent, in order
+    assert found("leave -sick") == {"a.txt", "b.txt"}  # excluded word
+    assert found('"annual leave" or sick') == {"a.txt", "c.txt"}
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("Kündigungsfrist", "kuendigung.txt"),
+        ("Quartalsende Monate", "kuendigung.txt"),
+        ("période d'essai", "essai.txt"),
+        ("renouvelable", "essai.txt"),
+    ],
+)
+def test_non_english_text_is_found_by_keyword_search(admin_user: Any, query: str, expected: str) -> None:
+    collection = factories.collection(name="International")
+    factories.document(
+        collection=collection,
+        text="Die Kündigungsfrist beträgt drei Monate zum Quartalsende.",
+        filename="kuendigung.txt",
+    )
+    factories.document(
+        collection=collection,
+        text="La période d'essai dure deux mois, renouvelable une fois.",
+        filename="essai.txt",
+    )
+    factories.document(
+        collection=collection, text="The notice period is three months.", filename="notice.txt"
+    )
+
+    hits = search(admin_user, query, k=5, mode="keyword")
+
+    assert [hit.document.filename for hit in hits][:1] == [expected]
+
+
+def test_filtered_search_of_a_small_collection_is_exact(member: Any, admin_user: Any) -> None:
+    mine = factories.collection(name="Mine", readers=[member])
+    other = factories.collection(name="Other")
+    factories.document(collection=mine, text="Annual leave is twenty-five days.", filename="leave.txt")
+    factories.document(collection=other, text="Annual leave for contractors is not paid.", filename="c.txt")
+
+    filtered: list[SearchPlan] = []
+    unfiltered: list[SearchPlan] = []
+    narrowed: list[SearchPlan] = []
+    hits = search(member, "annual leave", k=5, plan_out=filtered)
+    search(admin_user, "annual leave", k=5, plan_out=unfiltered)
+    search(admin_user, "annual leave", k=5, collections=["Other"], plan_out=narrowed)
+
+    (plan,) = filtered
+    assert plan.filtered
+    assert plan.strategy == "exact"
+    assert plan.collection_ids == [mine.pk]
+    assert plan.readable_rows == 1
+    assert {hit.document.filename for hit in hits} == {"leave.txt"}
+    assert unfiltered[0].filtered is False and unfiltered[0].strategy == "hnsw"
+    assert narrowed[0].strategy == "exact" and narrowed[0].collection_ids == [other.pk]
+
+
+def test_empty_query_or_no_readable_collection_returns_nothing(outsider: Any) -> None:
+    collection = factories.collection(name="Private")
+    factories.document(collection=collection, text="Annual leave is twenty-five days.", filename="leave.txt")
+
+    assert search(outsider, "annual leave") == []
+    assert search(outsider, "   ") == []
