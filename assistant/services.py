@@ -29,6 +29,7 @@ from gateway import provider
 logger = logging.getLogger(__name__)
 
 STOP_CHECK_SECONDS = 0.5
+LOCK_WAIT_SECONDS = 120
 
 
 @dataclass(frozen=True)
@@ -99,13 +100,18 @@ def message_send(*, conversation: Conversation, text: str) -> tuple[Message, Mes
 
 
 def history_before(message: Message) -> list[tuple[str, str]]:
-    """Earlier completed question/answer pairs of the conversation, oldest first."""
+    """Question/answer pairs asked before this message's question, oldest first.
+
+    Bounded by the question's time, not the answer's: a regenerated answer must not see the
+    earlier answer to the same question.
+    """
+    asked_at = message.reply_to.created_at if message.reply_to else message.created_at
     answers = (
         Message.objects.filter(
             conversation_id=message.conversation_id,
             role=Message.Role.ASSISTANT,
             status=Message.Status.COMPLETE,
-            created_at__lt=message.created_at,
+            reply_to__created_at__lt=asked_at,
         )
         .select_related("reply_to")
         .order_by("-created_at")[:3]
@@ -113,15 +119,29 @@ def history_before(message: Message) -> list[tuple[str, str]]:
     return [(m.reply_to.content, m.content) for m in reversed(answers) if m.reply_to]
 
 
+class ConversationBusy(Exception):
+    pass
+
+
 class _ConversationLock:
-    """A session-level advisory lock: two answers in one conversation are made one after the other."""
+    """A session-level advisory lock: two answers in one conversation are made one after the other.
+
+    Waits at most LOCK_WAIT_SECONDS, so a stuck answer cannot hold a web thread forever.
+    """
 
     def __init__(self, conversation_id: int) -> None:
         self.key = conversation_id
 
     def __enter__(self) -> None:
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [4242, self.key])
+            while True:
+                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [4242, self.key])
+                if cursor.fetchone()[0]:
+                    return
+                if time.monotonic() > deadline:
+                    raise ConversationBusy("Another answer in this conversation is still being written.")
+                time.sleep(0.2)
 
     def __exit__(self, *exc: object) -> None:
         with connection.cursor() as cursor:
@@ -144,7 +164,14 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
     question = message.reply_to.content if message.reply_to else ""
     partial: list[str] = []
     finished = False
-    with _ConversationLock(conversation.pk):
+    try:
+        lock = _ConversationLock(conversation.pk)
+        lock.__enter__()
+    except ConversationBusy as exc:
+        Message.objects.filter(pk=message.pk).update(status=Message.Status.ERROR, error=f"{exc} Press retry.")
+        yield Failed(str(exc))
+        return
+    try:
         try:
             last_check = time.monotonic()
             for event in pipeline.answer_events(
@@ -155,13 +182,18 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
             ):
                 if isinstance(event, pipeline.Delta):
                     partial.append(event.text)
-                    if time.monotonic() - last_check > STOP_CHECK_SECONDS:
-                        last_check = time.monotonic()
-                        if Message.objects.filter(pk=message.pk, status=Message.Status.STOPPED).exists():
-                            break
                 if isinstance(event, pipeline.Done):
-                    _answer_save(message=message, answer=event.answer)
-                    finished = True
+                    finished = _answer_save(message=message, answer=event.answer)
+                    if not finished:
+                        break  # stopped just before the end: the stop wins
+                elif time.monotonic() - last_check > STOP_CHECK_SECONDS:
+                    # One statement both saves the partial text and learns whether the user stopped.
+                    last_check = time.monotonic()
+                    still_streaming = Message.objects.filter(
+                        pk=message.pk, status=Message.Status.STREAMING
+                    ).update(content="".join(partial))
+                    if not still_streaming:
+                        break
                 yield event
         except provider.ProviderError as exc:
             logger.warning("answer for message %s failed: %s", message.pk, exc)
@@ -174,34 +206,51 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
             Message.objects.filter(pk=message.pk).update(status=Message.Status.ERROR, error=str(exc))
             finished = True
             yield Failed(str(exc))
+        except Exception:
+            logger.exception("answer for message %s crashed", message.pk)
+            Message.objects.filter(pk=message.pk).update(
+                status=Message.Status.ERROR, error="Something went wrong while answering. Press retry."
+            )
+            finished = True
+            yield Failed("Something went wrong while answering.")
         finally:
             if not finished:
                 # Stopped by the user, or the browser went away: keep what was written.
                 Message.objects.filter(pk=message.pk).update(
                     status=Message.Status.STOPPED, content="".join(partial)
                 )
+    finally:
+        lock.__exit__()
 
 
 @transaction.atomic
-def _answer_save(*, message: Message, answer: Answer) -> Answer:
+def _answer_save(*, message: Message, answer: Answer) -> bool:
+    """Attach the finished answer to its message; False when the user stopped it meanwhile."""
+    completed = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(
+        content=answer.text, status=Message.Status.COMPLETE
+    )
+    if not completed:
+        return False
     answer.message = message
     answer.save()
-    message.content = answer.text
-    message.status = Message.Status.COMPLETE
-    message.save(update_fields=["content", "status"])
+    _flag_automatically(answer)
+    return True
+
+
+def _flag_automatically(answer: Answer) -> None:
+    """Answers that failed the grounding check, or fell back, go to the staff review queue."""
     if answer.flagged:
+        reason = (
+            "the model's output was unusable."
+            if answer.fallback
+            else "a claim is not supported by its sources."
+        )
         Flag.objects.create(
             answer=answer,
             category=Flag.Category.UNSUPPORTED,
             source=Flag.Source.GROUNDING,
-            note="Automatic: "
-            + (
-                "the model's output was unusable."
-                if answer.fallback
-                else "a claim is not supported by the cited sources."
-            ),
+            note=f"Automatic: {reason}",
         )
-    return answer
 
 
 def answer_complete(*, message: Message) -> Message:
@@ -250,15 +299,14 @@ def answer_for(
     answer = pipeline.run_to_answer(
         assistant=assistant or assistant_default(), user=user, question=question, history=history
     )
-    with transaction.atomic():
-        answer.save()
-        if answer.flagged:
-            Flag.objects.create(
-                answer=answer,
-                category=Flag.Category.UNSUPPORTED,
-                source=Flag.Source.GROUNDING,
-                note="Automatic: grounding check failed.",
-            )
+    return answer_save(answer=answer)
+
+
+@transaction.atomic
+def answer_save(*, answer: Answer) -> Answer:
+    """Save an answer made outside a chat message (API, CLI), flagging it when it needs review."""
+    answer.save()
+    _flag_automatically(answer)
     return answer
 
 
@@ -272,6 +320,8 @@ def answer_replay(*, answer: Answer, user: Any) -> Answer:
         pinned_chunk_ids=[r["chunk_id"] for r in answer.retrieved if not r.get("via_tool")],
     )
     replay.replay_of = answer
+    # A replay is a staff comparison, not an answer anyone relied on: keep it out of the queue.
+    replay.flagged = False
     replay.save()
     return replay
 
@@ -301,6 +351,16 @@ def api_token_create(*, user: User, name: str) -> tuple[ApiToken, str]:
         user=user, name=name[:100] or "API token", prefix=raw[:10], digest=ApiToken.hash(raw)
     )
     return token, raw
+
+
+def api_token_revoke(*, token: ApiToken) -> None:
+    """Only the hash is stored, so deleting the row revokes the token for good."""
+    token.delete()
+
+
+def assistants_use_prompt(*, prompt: PromptTemplate) -> int:
+    """Point every assistant at `prompt`; returns how many changed."""
+    return Assistant.objects.exclude(prompt=prompt).update(prompt=prompt)
 
 
 def api_token_authenticate(raw: str) -> User | None:

@@ -1,15 +1,427 @@
+"""The chat page: conversations, sending a question, the answer streamed as server-sent events,
+and what people do with an answer (open a source, rate it, flag it, regenerate, replay).
+
+Every view renders a fragment of `assistant/chat.html` for htmx and falls back to a full page or
+a redirect without JavaScript.
+"""
+
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+import json
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from knowledge.models import Collection
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import SafeString
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import push_url, reswap, retarget
+from django_htmx.middleware import HtmxDetails
+
+from assistant import access, pipeline, services
+from assistant.forms import FeedbackForm, FlagForm, MessageForm, NoticeForm
+from assistant.models import Answer, Assistant, Conversation, Message
+from assistant.rendering import highlight, markdown_html
+from gateway import provider
+from knowledge.selectors import example_questions
+
+logger = logging.getLogger(__name__)
+
+PAGE = "assistant/chat.html"
+NOTICE_HIDDEN = "assistant_notice_hidden"  # session key
+SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+class ChatRequest(HttpRequest):
+    """What the views below receive: a signed-in user, with django-htmx's details."""
+
+    user: User
+    htmx: HtmxDetails
+
+
+@dataclass(frozen=True)
+class Shown:
+    """One message as the page shows it, with its answer's rendered text."""
+
+    message: Message
+    answer: Answer | None
+    html: SafeString
+    unsupported: list[str] = field(default_factory=list)
+    timing: str = ""
+    rating: int | None = None
+
+
+def _answer_of(message: Message) -> Answer | None:
+    try:
+        return message.answer
+    except Answer.DoesNotExist:
+        return None
+
+
+def _cite_url(answer: Answer) -> Any:
+    return lambda n: reverse("assistant:source", args=[answer.pk, n])
+
+
+def _timing(latency: Mapping[str, Any]) -> str:
+    parts = [
+        f"{label} {float(latency[key]):,.0f} ms"
+        for key, label in (("total", "total"), ("retrieval", "retrieval"), ("model", "model"))
+        if isinstance(latency.get(key), int | float)
+    ]
+    return " · ".join(parts)
+
+
+def _shown(message: Message, ratings: Mapping[int, int] | None = None) -> Shown:
+    answer = _answer_of(message)
+    if message.role == Message.Role.USER:
+        return Shown(message=message, answer=None, html=SafeString(""))
+    if answer is None or message.status != Message.Status.COMPLETE:
+        return Shown(message=message, answer=answer, html=markdown_html(message.content))
+    claims = answer.grounding.get("claims", []) if isinstance(answer.grounding, dict) else []
+    return Shown(
+        message=message,
+        answer=answer,
+        html=markdown_html(answer.text, cite_url=_cite_url(answer), citations=answer.citations),
+        unsupported=[
+            str(c.get("text", "")) for c in claims if isinstance(c, dict) and not c.get("supported")
+        ],
+        timing=_timing(answer.latency_ms if isinstance(answer.latency_ms, dict) else {}),
+        rating=(ratings or {}).get(answer.pk),
+    )
+
+
+def _fragment_context(request: ChatRequest, **extra: Any) -> dict[str, Any]:
+    """What every message fragment needs besides the message."""
+    return {"flag_form": FlagForm(auto_id=False), **extra}
+
+
+def _render_message(request: ChatRequest, message: Message) -> str:
+    """The message's fragment as it is now in the database."""
+    fresh = access.message_for(request.user, message.pk)
+    answer = _answer_of(fresh)
+    ratings = access.feedback_given(request.user, [answer] if answer else [])
+    context = _fragment_context(request, item=_shown(fresh, ratings))
+    return render_to_string(f"{PAGE}#message", context, request=request)
+
+
+def _send_url(conversation: Conversation | None) -> str:
+    if conversation is None:
+        return reverse("assistant:send")
+    return reverse("assistant:send", args=[conversation.pk])
+
+
+def _notice(request: ChatRequest, assistant: Assistant) -> dict[str, Any]:
+    return {
+        "name": assistant.name,
+        "collections": access.collections_answered_from(request.user, assistant),
+        "hidden": bool(request.session.get(NOTICE_HIDDEN)),
+    }
+
+
+def _chat_page(
+    request: ChatRequest, conversation: Conversation | None, *, form: MessageForm | None = None
+) -> HttpResponse:
+    messages = list(access.messages_of(conversation)) if conversation else []
+    answers = [a for a in map(_answer_of, messages) if a is not None]
+    ratings = access.feedback_given(request.user, answers)
+    assistant = conversation.assistant if conversation else services.assistant_default()
+    context = _fragment_context(
+        request,
+        conversation=conversation,
+        conversations=access.conversations_of(request.user),
+        shown=[_shown(m, ratings) for m in messages],
+        form=form or MessageForm(),
+        send_url=_send_url(conversation),
+        examples=[] if messages else example_questions(request.user),
+        notice=_notice(request, assistant),
+    )
+    return render(request, PAGE, context)
+
+
+def _message_url(message: Message) -> str:
+    url = reverse("assistant:conversation", args=[message.conversation_id])
+    return f"{url}#message-{message.pk}"
+
+
+def _answer_url(answer: Answer) -> str:
+    """Where an answer is shown: its conversation, or (an API answer) the chat home."""
+    return _message_url(answer.message) if answer.message is not None else reverse("assistant:home")
+
+
+# --- pages ----------------------------------------------------------------------------------
 
 
 @require_GET
 @login_required
-def home(request: HttpRequest) -> HttpResponse:
-    collections = Collection.objects.readable_by(request.user)
-    return render(request, "assistant/home.html", {"collections": collections})
+def home(request: ChatRequest) -> HttpResponse:
+    """The latest conversation, or the first-run screen for someone who has none."""
+    return _chat_page(request, access.conversation_latest(request.user))
+
+
+@require_GET
+@login_required
+def conversation_new(request: ChatRequest) -> HttpResponse:
+    """An empty chat; the conversation is created by its first question, so none is left empty."""
+    return _chat_page(request, None)
+
+
+@require_GET
+@login_required
+def conversation_detail(request: ChatRequest, pk: int) -> HttpResponse:
+    return _chat_page(request, access.conversation_for(request.user, pk))
+
+
+# --- asking and answering -------------------------------------------------------------------
+
+
+@require_POST
+@login_required
+def message_send(request: ChatRequest, pk: int | None = None) -> HttpResponse:
+    """Store the question and a pending answer; the answer's fragment then opens its stream."""
+    existing = access.conversation_for(request.user, pk) if pk is not None else None
+    had_messages = existing is not None and existing.messages.exists()
+    form = MessageForm(request.POST)
+    sent: tuple[Conversation, Message, Message] | None = None
+    if form.is_valid():
+        try:
+            with transaction.atomic():  # a rejected first question leaves no empty conversation
+                conversation = existing or services.conversation_create(user=request.user)
+                asked, pending = services.message_send(
+                    conversation=conversation, text=form.cleaned_data["text"]
+                )
+            sent = conversation, asked, pending
+        except pipeline.QuestionRejected as exc:
+            form.add_error("text", str(exc))
+    if sent is None:
+        if not request.htmx:
+            return _chat_page(request, existing, form=form)
+        response = render(request, f"{PAGE}#composer", {"form": form, "send_url": _send_url(existing)})
+        return reswap(retarget(response, "#composer"), "outerHTML")
+
+    conversation, asked, pending = sent
+    if not request.htmx:
+        return redirect("assistant:conversation", conversation.pk)
+    context = _fragment_context(
+        request,
+        shown=[_shown(asked), _shown(pending)],
+        form=MessageForm(),
+        send_url=_send_url(conversation),
+        conversation=conversation,
+        conversations=access.conversations_of(request.user),
+        first=not had_messages,
+    )
+    response = render(request, f"{PAGE}#sent", context)
+    if existing is None:
+        push_url(response, reverse("assistant:conversation", args=[conversation.pk]))
+    return response
+
+
+def _sse(event: str, data: str) -> str:
+    """One server-sent event; every line of `data` gets its own "data:" field."""
+    lines = SSE_LINE_BREAK.split(data)
+    return f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
+
+
+def _answer_events(request: ChatRequest, message: Message) -> Iterator[str]:
+    # A comment first: proxies and browsers treat the stream as open once bytes arrive.
+    yield ": ping\n\n"
+    if message.status == Message.Status.PENDING:
+        events = services.answer_stream(message=message)
+        try:
+            for event in events:
+                if isinstance(event, pipeline.Stage):
+                    yield _sse("stage", event.name)
+                elif isinstance(event, pipeline.Delta):
+                    yield _sse("delta", json.dumps(event.text))
+                elif isinstance(event, services.Failed):
+                    yield _sse("failed", _render_message(request, message))
+                    return
+        except Exception:
+            # The message keeps its partial text as "stopped"; the final fragment offers a retry.
+            logger.exception("streaming the answer to message %s failed", message.pk)
+        finally:
+            # When the browser goes away, the server closes this generator: close the answer's
+            # too, right away, so it records the message as stopped and releases its lock.
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()
+    # Finished, or not ours to stream (already answered, stopped, or streaming in another tab).
+    yield _sse("done", _render_message(request, message))
+
+
+@require_GET
+@login_required
+def message_stream(request: ChatRequest, pk: int) -> StreamingHttpResponse:
+    """The answer to a pending message as server-sent events: stage, delta, then done or failed."""
+    message = access.message_for(request.user, pk)
+    if message.role != Message.Role.ASSISTANT:
+        raise Http404("Only answers stream.")
+    response = StreamingHttpResponse(_answer_events(request, message), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the events back
+    return response
+
+
+def _message_response(request: ChatRequest, message: Message) -> HttpResponse:
+    if not request.htmx:
+        return redirect(_message_url(message))  # without JavaScript: back to the chat
+    return HttpResponse(_render_message(request, message))
+
+
+@require_GET
+@login_required
+def message_detail(request: ChatRequest, pk: int) -> HttpResponse:
+    """One message's fragment; a message answering in another tab polls this until it is done."""
+    return _message_response(request, access.message_for(request.user, pk))
+
+
+@require_POST
+@login_required
+def message_stop(request: ChatRequest, pk: int) -> HttpResponse:
+    message = access.message_for(request.user, pk)
+    services.message_stop(message=message)
+    return _message_response(request, message)
+
+
+@require_POST
+@login_required
+def message_retry(request: ChatRequest, pk: int) -> HttpResponse:
+    """A failed or stopped answer goes back to pending; its fragment streams it again."""
+    message = access.message_for(request.user, pk)
+    services.message_retry(message=message)
+    return _message_response(request, message)
+
+
+@require_POST
+@login_required
+def answer_regenerate(request: ChatRequest, pk: int) -> HttpResponse:
+    """A new answer to the same question, added below; the old one stays."""
+    message = access.message_for(request.user, pk)
+    if message.role != Message.Role.ASSISTANT or message.reply_to_id is None:
+        raise Http404("Only answers can be regenerated.")
+    regenerated = services.answer_regenerate(message=message)
+    return _message_response(request, regenerated)
+
+
+# --- what people do with an answer ----------------------------------------------------------
+
+
+@require_POST
+@login_required
+def answer_feedback(request: ChatRequest, pk: int) -> HttpResponse:
+    answer = access.answer_for_user(request.user, pk)
+    form = FeedbackForm(request.POST)
+    rating = None
+    if form.is_valid():
+        services.feedback_give(
+            answer=answer,
+            user=request.user,
+            rating=form.cleaned_data["rating"],
+            reason=form.cleaned_data["reason"],
+        )
+        rating = form.cleaned_data["rating"]
+    if not request.htmx:
+        return redirect(_answer_url(answer))
+    return render(request, f"{PAGE}#feedback", {"a": answer, "rating": rating, "feedback_form": form})
+
+
+@require_POST
+@login_required
+def answer_flag(request: ChatRequest, pk: int) -> HttpResponse:
+    answer = access.answer_for_user(request.user, pk)
+    form = FlagForm(request.POST, auto_id=False)
+    flagged = False
+    if form.is_valid():
+        services.flag_create(
+            answer=answer,
+            user=request.user,
+            category=form.cleaned_data["category"],
+            note=form.cleaned_data["note"],
+        )
+        flagged = True
+    if not request.htmx:
+        return redirect(_answer_url(answer))
+    return render(request, f"{PAGE}#flag", {"a": answer, "flagged": flagged, "flag_form": form})
+
+
+@require_GET
+@login_required
+def answer_source(request: ChatRequest, pk: int, n: int) -> HttpResponse:
+    """The full text of a cited chunk, if the user may still read it, with the quote marked."""
+    answer = access.answer_for_user(request.user, pk)
+    citation = access.citation_of(answer, n)
+    chunk = access.chunk_for(request.user, citation.get("chunk_id"))
+    context = {
+        "answer": answer,
+        "citation": citation,
+        "chunk": chunk,
+        "text": highlight(chunk.text, str(citation.get("quote") or "")),
+        "back_url": _answer_url(answer),
+    }
+    if request.htmx:
+        return render(request, f"{PAGE}#source", context)
+    return render(request, "assistant/panel.html", {**context, "fragment": f"{PAGE}#source"})
+
+
+def _comparison(old: Answer, new: Answer) -> dict[str, Any]:
+    def chunks(answer: Answer) -> list[object]:
+        return [c.get("chunk_id") for c in answer.citations if isinstance(c, dict)]
+
+    return {
+        "same_text": old.text.strip() == new.text.strip(),
+        "same_citations": chunks(old) == chunks(new),
+        "before": old.state,
+        "after": new.state,
+    }
+
+
+@require_POST
+@login_required
+def answer_replay(request: ChatRequest, pk: int) -> HttpResponse:
+    """Staff: the same question again with the answer's settings, side by side with the original."""
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff replay answers.")
+    answer = access.answer_for_user(request.user, pk)
+    context: dict[str, Any] = {
+        "old": answer,
+        "old_html": _answer_html(answer),
+        "back_url": _answer_url(answer),
+    }
+    try:
+        replay = services.answer_replay(answer=answer, user=request.user)
+    except provider.ProviderError as exc:
+        context["error"] = f"The replay could not run: {exc}"
+    else:
+        context.update(new=replay, new_html=_answer_html(replay), diff=_comparison(answer, replay))
+    if request.htmx:
+        return render(request, f"{PAGE}#replay", context)
+    return render(request, "assistant/panel.html", {**context, "fragment": f"{PAGE}#replay"})
+
+
+def _answer_html(answer: Answer) -> SafeString:
+    return markdown_html(answer.text, cite_url=_cite_url(answer), citations=answer.citations)
+
+
+@require_POST
+@login_required
+def notice_toggle(request: ChatRequest) -> HttpResponse:
+    """Hide or bring back the notice about what the assistant can do, for this session."""
+    form = NoticeForm(request.POST)
+    if form.is_valid():
+        request.session[NOTICE_HIDDEN] = form.cleaned_data["hidden"]
+    if request.htmx:
+        return HttpResponse(status=204)
+    back = form.cleaned_data.get("next", "") if form.is_valid() else ""
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse("assistant:home")
+    return redirect(back)

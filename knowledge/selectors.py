@@ -92,6 +92,18 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
     """(chunk id, cosine similarity) best first, within the plan's collections."""
     literal = _vector_literal(vector)
     with connection.cursor() as cursor:
+        if plan.readable_rows is not None and plan.readable_rows <= EXACT_SCAN_MAX_ROWS:
+            # Few enough rows to compare them all: perfect recall, and no HNSW quirks (an index
+            # scan also returns fewer rows while it still holds entries of deleted chunks).
+            # "+ 0" keeps the planner off the HNSW index.
+            plan.strategy = "exact"
+            cursor.execute(
+                "SELECT id, 1 - (embedding <=> %s::vector) FROM knowledge_chunk "
+                "WHERE collection_id = ANY(%s) ORDER BY (embedding <=> %s::vector) + 0 LIMIT %s",
+                [literal, plan.collection_ids, literal, limit],
+            )
+            return cursor.fetchall()
+
         if not plan.filtered:
             plan.strategy, plan.ef_search = "hnsw", max(100, limit)
             cursor.execute(f"SET LOCAL hnsw.ef_search = {plan.ef_search}")
@@ -103,15 +115,6 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
             return cursor.fetchall()
 
         total = _total_rows()
-        if plan.readable_rows is not None and plan.readable_rows <= EXACT_SCAN_MAX_ROWS:
-            # "+ 0" keeps the planner off the HNSW index: an exact, fully filtered scan.
-            plan.strategy = "exact"
-            cursor.execute(
-                "SELECT id, 1 - (embedding <=> %s::vector) FROM knowledge_chunk "
-                "WHERE collection_id = ANY(%s) ORDER BY (embedding <=> %s::vector) + 0 LIMIT %s",
-                [literal, plan.collection_ids, literal, limit],
-            )
-            return cursor.fetchall()
 
         selectivity = max((plan.readable_rows or total) / max(total, 1), 1e-4)
         if pgvector_version() >= (0, 8):
@@ -195,9 +198,8 @@ def search(
         return []
     all_ids = set(Collection.objects.values_list("pk", flat=True))
     plan = SearchPlan(collection_ids=ids, filtered=set(ids) != all_ids)
-    if plan.filtered:
-        readable = Document.objects.filter(collection_id__in=ids).aggregate(n=Sum("chunk_count"))["n"]
-        plan.readable_rows = int(readable or 0)
+    readable = Document.objects.filter(collection_id__in=ids).aggregate(n=Sum("chunk_count"))["n"]
+    plan.readable_rows = int(readable or 0)
     pool = max(k * 4, 40)
 
     vector_hits: list[tuple[int, float]] = []

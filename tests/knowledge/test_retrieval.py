@@ -142,7 +142,8 @@ def test_filtered_search_of_a_small_collection_is_exact(member: Any, admin_user:
     assert plan.collection_ids == [mine.pk]
     assert plan.readable_rows == 1
     assert {hit.document.filename for hit in hits} == {"leave.txt"}
-    assert unfiltered[0].filtered is False and unfiltered[0].strategy == "hnsw"
+    # Two chunks in all: even unfiltered, an exact scan is cheaper and has perfect recall.
+    assert unfiltered[0].filtered is False and unfiltered[0].strategy == "exact"
     assert narrowed[0].strategy == "exact" and narrowed[0].collection_ids == [other.pk]
 
 
@@ -152,3 +153,17 @@ def test_empty_query_or_no_readable_collection_returns_nothing(outsider: Any) ->
 
     assert search(outsider, "annual leave") == []
     assert search(outsider, "   ") == []
+
+
+def test_a_large_unfiltered_search_uses_the_hnsw_index(
+    admin_user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from knowledge import selectors
+
+    collection = factories.collection(name="Big")
+    factories.document(collection=collection, text="Annual leave is twenty-five days.", filename="leave.txt")
+    monkeypatch.setattr(selectors, "EXACT_SCAN_MAX_ROWS", 0)
+    plans: list[SearchPlan] = []
+    hits = search(admin_user, "annual leave", k=5, plan_out=plans)
+    assert plans[0].strategy == "hnsw" and plans[0].ef_search == 100
+    assert [hit.document.filename for hit in hits] == ["leave.txt"]

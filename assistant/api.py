@@ -1,0 +1,471 @@
+"""The OpenAI-compatible API: any OpenAI client can use Groundwork as a grounded model.
+
+    client = openai.OpenAI(base_url="https://groundwork.example/v1", api_key="gw_…")
+    client.chat.completions.create(model="groundwork", messages=[{"role": "user", "content": "…"}])
+
+- `GET /v1/models` lists the assistants; a model id is the assistant's name as a slug.
+  `GET /v1/models/<id>` returns one.
+- `POST /v1/chat/completions` answers the last user message. Earlier user/assistant pairs are the
+  conversation history. `model` picks the assistant (none: the default one). System messages,
+  temperature, top_p, seed, max_tokens, n, tools and response_format are ignored: the
+  assistant's pinned prompt and sampling settings win, so that every answer can be reproduced
+  from its record.
+- Every completion carries one extra top-level field, `groundwork`:
+  {answer_id, citations: [{n, chunk_id, document_id, title, filename, page, heading, quote}],
+  abstained, grounded, confidence, suggestions, prompt_version, latency_ms (total, a number)}.
+  SDKs keep unknown fields: `completion.model_extra["groundwork"]` in the Python SDK.
+- With `stream: true` the answer arrives as `chat.completion.chunk` server-sent events while it is
+  written; the final chunk (finish_reason "stop") carries `groundwork`, then `data: [DONE]`.
+  Chunk ids are random (the answer is saved only when it is complete): use
+  `groundwork.answer_id` to refer to the answer. `stream_options.include_usage` is honoured.
+  A stream cannot take text back: when the pipeline repairs or replaces what it streamed, the
+  saved text follows the streamed draft after a blank line. A failure after the first chunk is an
+  error event (`data: {"error": …}`), which OpenAI's SDKs raise as APIError.
+- Authentication: `Authorization: Bearer <token>`, a token from the API tokens page. Retrieval
+  runs with the token owner's permissions, exactly as in the chat page. Sessions are not
+  accepted here, which is why the views can be exempt from CSRF.
+- Errors are OpenAI-shaped JSON, `{"error": {"message", "type", "param", "code"}}`: 400 for bad
+  input, 401 for a missing or wrong token, 404 for an unknown model, 502 (504 on a timeout)
+  when the language or embedding model fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+from functools import wraps
+from typing import Any, cast
+
+from django.contrib.auth.models import User
+from django.core.exceptions import RequestDataTooBig
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
+from django.views.decorators.csrf import csrf_exempt
+
+from assistant import pipeline, serializers, services
+from assistant.models import Answer, Assistant
+from gateway import provider
+
+logger = logging.getLogger(__name__)
+
+OWNER = "groundwork"
+JsonObject = dict[str, Any]
+
+
+class ApiError(Exception):
+    """A request the API refuses; becomes an OpenAI-style error response."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        error_type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        retry: bool | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.error_type = error_type
+        self.code = code
+        self.param = param
+        self.retry = retry
+
+    def body(self) -> JsonObject:
+        error = {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}
+        return {"error": error}
+
+    def response(self) -> JsonResponse:
+        response = JsonResponse(self.body(), status=self.status)
+        if self.status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="groundwork"'
+        if self.retry is not None:
+            # OpenAI's SDKs obey this header instead of retrying every 5xx on their own.
+            response["x-should-retry"] = "true" if self.retry else "false"
+        return response
+
+
+def _provider_failure(exc: provider.ProviderError) -> ApiError:
+    hint = " Try again in a moment." if exc.retryable else ""
+    return ApiError(
+        504 if exc.kind == provider.ErrorKind.TIMEOUT else 502,
+        f"{exc}{hint}",
+        error_type="server_error",
+        code=exc.kind.value,
+        retry=exc.retryable,
+    )
+
+
+def _authenticate(request: HttpRequest) -> User:
+    scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        raise ApiError(
+            401,
+            "No API key provided: send the header `Authorization: Bearer <token>`. "
+            "Create a token on the API tokens page.",
+            code="invalid_api_key",
+        )
+    user = services.api_token_authenticate(raw.strip())
+    if user is None:
+        raise ApiError(
+            401,
+            "Incorrect API key provided: it was revoked, mistyped, or its user is inactive.",
+            code="invalid_api_key",
+        )
+    return user
+
+
+ApiView = Callable[..., HttpResponseBase]
+
+
+def api_view(method: str) -> Callable[[ApiView], ApiView]:
+    """Method check, bearer-token authentication and JSON errors for an API view.
+
+    The view receives the token's user after the request. Every failure is an OpenAI-style JSON
+    error, even an unexpected one, since the clients are programs that parse the body.
+    """
+
+    def decorator(view: ApiView) -> ApiView:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            if request.method != method:
+                wrong = ApiError(405, f"Use {method} for this endpoint.", code="method_not_allowed")
+                refused = wrong.response()
+                refused["Allow"] = method
+                return refused
+            try:
+                user = _authenticate(request)
+                return view(request, user, *args, **kwargs)
+            except ApiError as exc:
+                return exc.response()
+            except Exception:
+                logger.exception("API request %s %s failed", request.method, request.path)
+                failure = "Groundwork failed to handle this request; the error is logged."
+                return ApiError(500, failure, error_type="server_error").response()
+
+        return csrf_exempt(wrapper)
+
+    return decorator
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+def _model_json(assistant: Assistant) -> JsonObject:
+    return {
+        "id": serializers.model_id(assistant),
+        "object": "model",
+        # An assistant has no date of its own; its current prompt version is what it is "built" on.
+        "created": int(assistant.prompt.created_at.timestamp()),
+        "owned_by": OWNER,
+    }
+
+
+def _assistant_for(model: object) -> Assistant:
+    if model is None or model == "":
+        return services.assistant_default()
+    if not isinstance(model, str):
+        raise ApiError(400, "`model` must be a string.", param="model")
+    if not Assistant.objects.exists():
+        services.assistant_default()  # a fresh install makes its default assistant on first use
+    assistant = serializers.assistant_named(model)
+    if assistant is None:
+        raise ApiError(
+            404,
+            f"The model {model!r} does not exist: GET /v1/models lists the assistants you can use.",
+            param="model",
+            code="model_not_found",
+        )
+    return assistant
+
+
+@api_view("GET")
+def models(request: HttpRequest, user: User) -> HttpResponse:
+    services.assistant_default()  # a fresh install has an assistant to offer
+    seen: set[str] = set()
+    data = []
+    for assistant in Assistant.objects.select_related("prompt"):
+        entry = _model_json(assistant)
+        if entry["id"] not in seen:
+            seen.add(entry["id"])
+            data.append(entry)
+    return JsonResponse({"object": "list", "data": data})
+
+
+@api_view("GET")
+def model(request: HttpRequest, user: User, model_id: str) -> HttpResponse:
+    return JsonResponse(_model_json(_assistant_for(model_id)))
+
+
+# --- chat completions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a chat completion request asks: the question, with the conversation before it."""
+
+    question: str
+    history: list[tuple[str, str]]
+
+
+def _json_body(request: HttpRequest) -> JsonObject:
+    try:
+        body = json.loads(request.body)
+    except RequestDataTooBig as exc:
+        raise ApiError(413, "The request body is too large.") from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ApiError(400, f"The request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    return body
+
+
+def _text(content: object, index: int) -> str:
+    """A message's text: a string, or the text parts of an array of content parts."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        return "\n".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict)
+            and part.get("type") in {"text", "input_text"}
+            and isinstance(part.get("text"), str)
+        )
+    raise ApiError(
+        400,
+        f"messages[{index}].content must be a string or an array of content parts.",
+        param=f"messages[{index}].content",
+    )
+
+
+def read_messages(messages: object) -> Asked:
+    """The last user message is the question; each earlier user message answered by the
+    assistant is one (question, answer) pair of history. Other roles are ignored."""
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "`messages` must be a non-empty array.", param="messages")
+    turns: list[tuple[str, str]] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise ApiError(
+                400, f"messages[{index}] must be an object with a role.", param=f"messages[{index}]"
+            )
+        turns.append((message["role"], _text(message.get("content"), index)))
+    last = max((i for i, (role, _) in enumerate(turns) if role == "user"), default=None)
+    if last is None:
+        raise ApiError(400, "`messages` holds no user message to answer.", param="messages")
+    history: list[tuple[str, str]] = []
+    pending: str | None = None
+    for role, text in turns[:last]:
+        if role == "user":
+            pending = text
+        elif role == "assistant" and pending is not None:
+            history.append((pending, text))
+            pending = None
+    return Asked(question=turns[last][1], history=history)
+
+
+def _usage(answer: Answer) -> JsonObject:
+    return {
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+    }
+
+
+def chat_completion(answer: Answer, model: str) -> JsonObject:
+    """A saved answer as an OpenAI `chat.completion`, with the `groundwork` field."""
+    return {
+        "id": f"chatcmpl-{answer.pk}",
+        "object": "chat.completion",
+        "created": int(answer.created_at.timestamp()),
+        "model": model,
+        "system_fingerprint": answer.system_fingerprint or None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.text},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": _usage(answer),
+        "groundwork": serializers.answer_summary(answer),
+    }
+
+
+@api_view("POST")
+def chat_completions(request: HttpRequest, user: User) -> HttpResponseBase:
+    body = _json_body(request)
+    assistant = _assistant_for(body.get("model"))
+    asked = read_messages(body.get("messages"))
+    stream = body.get("stream") or False
+    if not isinstance(stream, bool):
+        raise ApiError(400, "`stream` must be true or false.", param="stream")
+    options = body.get("stream_options") or {}
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    try:
+        question = pipeline.validate_question(asked.question)
+        if stream:
+            return _stream_response(
+                assistant=assistant,
+                user=user,
+                asked=Asked(question=question, history=asked.history),
+                model=serializers.model_id(assistant),
+                include_usage=include_usage,
+            )
+        answer = services.answer_for(user=user, question=question, assistant=assistant, history=asked.history)
+    except pipeline.QuestionRejected as exc:
+        raise ApiError(400, str(exc), param="messages", code="invalid_question") from exc
+    except provider.ProviderError as exc:
+        logger.warning("API answer for user %s failed: %s", user.pk, exc)
+        raise _provider_failure(exc) from exc
+    return JsonResponse(chat_completion(answer, serializers.model_id(assistant)))
+
+
+# --- streaming ----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def _saved_events(*, assistant: Assistant, user: User, asked: Asked) -> Generator[pipeline.Event, None, None]:
+    """The pipeline's events, with the answer saved before Done is passed on.
+
+    A client that goes away mid-answer closes this generator, which closes the model's stream;
+    nothing is saved then.
+    """
+    # answer_events is a generator (annotated as an Iterator): close it, and so the model's stream.
+    events = cast(
+        Generator[pipeline.Event, None, None],
+        pipeline.answer_events(
+            assistant=assistant, user=user, question=asked.question, history=asked.history
+        ),
+    )
+    with contextlib.closing(events):
+        for event in events:
+            if isinstance(event, pipeline.Done):
+                services.answer_save(answer=event.answer)
+            yield event
+
+
+def _until_text(events: Iterator[pipeline.Event]) -> list[pipeline.Event]:
+    """Run the pipeline up to its first text, before any byte is sent.
+
+    Retrieval and the connection to the model happen here, so their failures still get a real
+    status code (502, 504) rather than an error event inside a 200 stream.
+    """
+    started: list[pipeline.Event] = []
+    for event in events:
+        if isinstance(event, pipeline.Stage):
+            continue
+        started.append(event)
+        break
+    return started
+
+
+def remainder(streamed: str, final: str) -> str:
+    """What to send after the streamed text so that the client ends with the saved answer.
+
+    Usually nothing, or the rest of it (an abstention's text is never streamed). After a repair or
+    a fallback the saved text differs from what was streamed; a stream cannot take text back, so
+    the saved text follows after a blank line.
+    """
+    if final.startswith(streamed):
+        return final[len(streamed) :]
+    if streamed.strip() == final.strip():
+        return ""
+    return "\n\n" + final
+
+
+def _sse(payload: JsonObject | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    return f"data: {data}\n\n".encode()
+
+
+@dataclass(frozen=True)
+class ChunkWriter:
+    """`chat.completion.chunk` events of one streamed completion, all with the same id."""
+
+    model: str
+    include_usage: bool
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def _event(self, choices: list[JsonObject], **extra: Any) -> bytes:
+        payload: JsonObject = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
+        if self.include_usage:
+            payload["usage"] = None
+        return _sse({**payload, **extra})
+
+    def delta(self, delta: JsonObject, finish_reason: str | None = None, **extra: Any) -> bytes:
+        return self._event(
+            [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}], **extra
+        )
+
+    def finish(self, answer: Answer, streamed: str) -> Iterator[bytes]:
+        rest = remainder(streamed, answer.text)
+        if rest:
+            yield self.delta({"content": rest})
+        fingerprint = answer.system_fingerprint or None
+        summary = serializers.answer_summary(answer)
+        yield self.delta({}, "stop", system_fingerprint=fingerprint, groundwork=summary)
+        if self.include_usage:  # as OpenAI does: one more chunk, without choices
+            yield self._event([], system_fingerprint=fingerprint, usage=_usage(answer))
+
+
+def _chunks(
+    started: list[pipeline.Event],
+    events: Generator[pipeline.Event, None, None],
+    writer: ChunkWriter,
+) -> Iterator[bytes]:
+    """The answer as server-sent events. Closed early (the client left), it closes the pipeline."""
+    with contextlib.closing(events):
+        yield writer.delta({"role": "assistant", "content": ""})
+        streamed: list[str] = []
+        try:
+            for event in itertools.chain(started, events):
+                if isinstance(event, pipeline.Delta):
+                    streamed.append(event.text)
+                    yield writer.delta({"content": event.text})
+                elif isinstance(event, pipeline.Done):
+                    yield from writer.finish(event.answer, "".join(streamed))
+        except provider.ProviderError as exc:
+            # Too late for a status code: an error event, which OpenAI's SDKs raise as APIError.
+            logger.warning("API stream failed: %s", exc)
+            yield _sse(_provider_failure(exc).body())
+            return
+        except Exception:
+            logger.exception("API stream failed")
+            failure = ApiError(500, "The answer failed; the error is logged.", error_type="server_error")
+            yield _sse(failure.body())
+            return
+        yield _sse("[DONE]")
+
+
+def _stream_response(
+    *, assistant: Assistant, user: User, asked: Asked, model: str, include_usage: bool
+) -> StreamingHttpResponse:
+    events = _saved_events(assistant=assistant, user=user, asked=asked)
+    started = _until_text(events)
+    response = StreamingHttpResponse(
+        _chunks(started, events, ChunkWriter(model=model, include_usage=include_usage)),
+        content_type="text/event-stream",
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the stream back
+    return response
