@@ -23,7 +23,7 @@ STOPWORDS = frozenset(
     no nor not now of off on once only or other our ours out over own same she should so some such
     than that the their theirs them then there these they this those through to too under until up
     very was we were what when where which while who whom why will with would you your yours may
-    must might shall according source sources answer based provided
+    must might shall according source sources answer based provided yes yeah okay sure indeed
     """.split()  # noqa: SIM905 (a word list reads better as text)
 )
 SUPPORT_THRESHOLD = 0.6
@@ -87,8 +87,16 @@ def split_claims(answer: str) -> list[str]:
 
 
 def check(answer: str, sources: list[str]) -> Grounding:
-    """Grounding of `answer` against the texts of the sources it cited."""
+    """Grounding of `answer` against the texts of the sources it cited.
+
+    Short fragments are skipped beside real claims, but an answer made only of fragments
+    ("The CEO is the CEO.") is checked as a whole: otherwise it would pass for having nothing
+    to check. An answer with no content words at all ("Yes.") has no claims.
+    """
     claims = split_claims(answer)
+    if not claims:
+        whole = " ".join(CITATION_MARK.sub("", answer).split())
+        claims = [whole] if content_words(whole) else []
     if not sources:
         return Grounding(grounded=False, score=0.0, claims=[Claim(c, 0.0, False, []) for c in claims])
     vocabulary: set[str] = set()

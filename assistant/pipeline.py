@@ -34,6 +34,7 @@ FALLBACK_TEXT = (
     "Try rephrasing the question, or open the sources below."
 )
 NOT_FOUND_TEXT = "I could not find this in your knowledge base."
+WEAK_RETRIEVAL_REASON = "Nothing in the knowledge you can read matches this question closely enough."
 VAGUE = re.compile(
     r"^(tell me( more)?|more|explain( it| this)?|what about (it|this|that)|help|why|how)\??$", re.I
 )
@@ -633,7 +634,7 @@ def answer_events(
                 turn,
                 text=NOT_FOUND_TEXT,
                 abstained=True,
-                abstain_reason="Nothing in the knowledge you can read matches this question closely enough.",
+                abstain_reason=WEAK_RETRIEVAL_REASON,
                 confidence=0.0,
                 rewrite=vague_rewrite(turn.question, turn.sources),
                 suggestions=suggestions_from_sources(turn.sources, turn.question),
@@ -690,8 +691,9 @@ def answer_events(
         return
 
     text = payload.answer.strip()
-    abstained = payload.not_found or not text
-    if abstained:
+    if not grounding.WORD.search(grounding.CITATION_MARK.sub("", text)):
+        text = ""  # punctuation and marks alone (",, [1]") are no answer, and have no claim to check
+    if payload.not_found or not text:
         yield Done(
             _record(
                 turn,

@@ -139,7 +139,9 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 def run(rt: Runtime) -> int:
     """Bring everything up, print the URL and logins, and keep it running until Ctrl-C."""
+    # SIGINT too: a shell that starts us in the background leaves SIGINT ignored, not raising.
     signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
     if port_in_use(rt.web_port):
         raise StartupError(
             f"web: port {rt.web_port} on 127.0.0.1 is in use; stop that program or set WEB_PORT."

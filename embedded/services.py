@@ -225,6 +225,8 @@ class ChatModel(ProcessService):
             "--model", str(smollm2_gguf()), "--model_alias", self.runtime.chat_model,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", os.environ.get("CHAT_CONTEXT", "8192"), "--n_threads", str(os.cpu_count() or 2),
+            # By default a new request cuts off the one being streamed; users share this server.
+            "--interrupt_requests", "False",
         ]  # fmt: skip
 
     def healthy(self) -> bool:

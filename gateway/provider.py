@@ -297,6 +297,9 @@ def chat_stream(
             stream.close()
     except openai.OpenAIError as exc:
         raise _translate(exc, "chat") from exc
+    if not parts and finish_reason is None:
+        # The server closed the stream without finishing (llama.cpp does when interrupted).
+        raise ProviderError("The chat model stopped answering mid-stream.", kind=ErrorKind.UNAVAILABLE)
     if usage.completion_tokens == 0 and chunks:
         # Some servers send no usage with streams; each chunk carries about one token.
         usage = Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=chunks)
