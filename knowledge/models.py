@@ -137,7 +137,6 @@ class Chunk(models.Model):
                 opclasses=["vector_cosine_ops"],
             ),
             GinIndex(fields=["search_vector"], name="chunk_search_gin"),
-            models.Index(fields=["collection"], name="chunk_collection"),
         ]
 
     def __str__(self) -> str:

@@ -95,12 +95,14 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
         if plan.readable_rows is not None and plan.readable_rows <= EXACT_SCAN_MAX_ROWS:
             # Few enough rows to compare them all: perfect recall, and no HNSW quirks (an index
             # scan also returns fewer rows while it still holds entries of deleted chunks).
-            # "+ 0" keeps the planner off the HNSW index.
+            # OFFSET 0 fences the subquery, which keeps the planner off the HNSW index and
+            # computes each distance once.
             plan.strategy = "exact"
             cursor.execute(
-                "SELECT id, 1 - (embedding <=> %s::vector) FROM knowledge_chunk "
-                "WHERE collection_id = ANY(%s) ORDER BY (embedding <=> %s::vector) + 0 LIMIT %s",
-                [literal, plan.collection_ids, literal, limit],
+                "SELECT id, 1 - distance FROM (SELECT id, embedding <=> %s::vector AS distance "
+                "FROM knowledge_chunk WHERE collection_id = ANY(%s) OFFSET 0) AS scored "
+                "ORDER BY distance LIMIT %s",
+                [literal, plan.collection_ids, limit],
             )
             return cursor.fetchall()
 
