@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -13,6 +14,11 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 app.conf.beat_schedule = {
+    # Every suite marked nightly runs against the current assistant settings.
+    "evals-nightly": {
+        "task": "evals.tasks.nightly_runs",
+        "schedule": crontab(hour=2, minute=0),
+    },
     # A worker killed mid-document leaves it "processing"; this puts it back in the queue.
     "knowledge-requeue-stalled": {
         "task": "knowledge.tasks.requeue_stalled_documents",

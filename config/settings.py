@@ -79,6 +79,8 @@ INSTALLED_APPS = [
     "ops",
     "knowledge",
     "assistant",
+    "guardrails",
+    "evals",
 ]
 
 MIDDLEWARE = [

@@ -10,6 +10,7 @@ from django.core.files import File
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from evals.services import seed_default_suite
 from knowledge import services as knowledge
 
 # Real documents with licences that allow it, read from where Debian installs them on every
@@ -55,6 +56,8 @@ class Command(BaseCommand):
                     collection.reader_groups.add(staff)
                 for path in paths:
                     self._upload(collection, path)
+        suite = seed_default_suite()
+        self.stdout.write(f"demo: eval suite “{suite.name}” with {suite.cases.count()} cases")
 
     def _user(self, username: str, *, superuser: bool) -> str:
         if User.objects.filter(username=username).exists():

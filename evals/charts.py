@@ -1,0 +1,89 @@
+"""A pass-rate-over-time line chart as inline SVG, drawn on the server (no JavaScript, no CDN)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
+
+# Distinguishable on white and for the common colour-vision deficiencies (Okabe & Ito).
+COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000", "#f0e442")
+WIDTH, HEIGHT = 640, 220
+LEFT, RIGHT, TOP, BOTTOM = 40, 10, 10, 30
+
+
+def _n(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def line_chart(labels: Sequence[str], series: dict[str, list[float | None]], *, title: str) -> SafeString:
+    """One line per series over `labels` (x), values 0..1 drawn as 0-100 %; a gap where a value is None.
+
+    Every text that comes from data (labels, series names, the title) is escaped by format_html.
+    """
+    if not labels or not series:
+        return format_html('<p class="muted">{}</p>', "No completed runs yet.")
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+    def x(i: int) -> str:
+        return _n(LEFT + (plot_w * i / (len(labels) - 1) if len(labels) > 1 else plot_w / 2))
+
+    def y(value: float) -> str:
+        return _n(TOP + plot_h * (1 - value))
+
+    grid = format_html_join(
+        "",
+        '<line x1="{}" x2="{}" y1="{}" y2="{}" stroke="#e2e2de"/>'
+        '<text x="{}" y="{}" font-size="10" text-anchor="end" fill="#6b6f73">{}%</text>',
+        (
+            (LEFT, WIDTH - RIGHT, y(v), y(v), LEFT - 4, _n(float(y(v)) + 3), int(v * 100))
+            for v in (0, 0.25, 0.5, 0.75, 1)
+        ),
+    )
+    step = max(1, len(labels) // 8)
+    ticks = format_html_join(
+        "",
+        '<text x="{}" y="{}" font-size="10" text-anchor="middle" fill="#6b6f73">{}</text>',
+        ((x(i), HEIGHT - 12, label) for i, label in enumerate(labels) if i % step == 0),
+    )
+    marks: list[SafeString] = []
+    legend: list[SafeString] = []
+    for n, (name, values) in enumerate(sorted(series.items())):
+        colour = COLOURS[n % len(COLOURS)]
+        segments: list[list[tuple[str, str, str]]] = [[]]
+        for i, value in enumerate(values):
+            if value is None:
+                segments.append([])
+            else:
+                segments[-1].append((x(i), y(value), f"{name}: {value:.0%} at {labels[i]}"))
+        for segment in segments:
+            if len(segment) > 1:
+                points = " ".join(f"{px},{py}" for px, py, _ in segment)
+                marks.append(
+                    format_html(
+                        '<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>', points, colour
+                    )
+                )
+            marks.extend(
+                format_html(
+                    '<circle cx="{}" cy="{}" r="3" fill="{}"><title>{}</title></circle>', px, py, colour, tip
+                )
+                for px, py, tip in segment
+            )
+        legend.append(
+            format_html('<li><span class="swatch" style="background:{}"></span>{}</li>', colour, name)
+        )
+    return format_html(
+        '<figure class="chart"><svg viewBox="0 0 {} {}" width="100%" role="img" aria-label="{}">'
+        "<title>{}</title>{}{}{}</svg>"
+        '<figcaption><ul class="legend">{}</ul></figcaption></figure>',
+        WIDTH,
+        HEIGHT,
+        title,
+        title,
+        grid,
+        ticks,
+        mark_safe("".join(marks)),  # noqa: S308 (each piece built by format_html)
+        mark_safe("".join(legend)),  # noqa: S308 (each piece built by format_html)
+    )
