@@ -1,0 +1,342 @@
+"""Prompt injection: rules for the well-known phrasings, in the user's message and in documents.
+
+The rules are generic patterns of instruction override ("ignore the previous instructions"),
+prompt extraction ("show me your system prompt"), role hijack ("you are now DAN") and fake
+conversation markup, in English, German, Spanish, French, Italian, Portuguese, Russian and
+Serbo-Croatian. The embedding classifier in checks.py covers what the rules miss; a retrieved
+chunk is checked by the document rules only (it has no query embedding), which look for
+text addressed to an AI rather than to a human reader.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_F = re.IGNORECASE | re.UNICODE
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    weight: float
+    pattern: re.Pattern[str]
+
+
+def _rule(name: str, weight: float, pattern: str) -> Rule:
+    return Rule(name, weight, re.compile(pattern, _F))
+
+
+_GAP = r"[^.!?\n]{0,40}?"  # a few words within the same sentence
+
+OVERRIDE_VERBS = r"(?:ignore|ignoring|disregard|disregarding|forget|forgetting)"
+WEAK_OVERRIDE_VERBS = r"(?:skip|override|bypass|abandon|drop|neglect|overlook|set aside|throw away)"
+QUALIFIER = (
+    r"(?:previous|prior|above|earlier|preceding|initial|original|former|system|old|existing|given|provided)"
+)
+INSTRUCTIONS = r"(?:instructions?|prompts?|directions?|directives?|orders?|assignments?|guidelines?|programming|commands)"  # noqa: E501
+
+USER_RULES: tuple[Rule, ...] = (
+    # Instruction override
+    _rule("override", 0.95, rf"\b{OVERRIDE_VERBS}\b{_GAP}\b{INSTRUCTIONS}\b"),
+    _rule(
+        "override",
+        0.95,
+        rf"\b{OVERRIDE_VERBS}\b{_GAP}\b{QUALIFIER} (?:tasks|rules|context|messages|information|conversation)\b",  # noqa: E501
+    ),
+    _rule(
+        "override",
+        0.9,
+        rf"\b{WEAK_OVERRIDE_VERBS}\b{_GAP}\b(?:your|{QUALIFIER}) (?:{INSTRUCTIONS}|rules|guidelines|restrictions|filters)\b",  # noqa: E501
+    ),
+    _rule(
+        "override",
+        0.95,
+        r"(?<!git )\b(?:forget|ignore|disregard) (?:about )?(?:everything|all(?: of)? (?:that|this|the above|of the above))\b",  # noqa: E501
+    ),
+    _rule(
+        "override",
+        0.9,
+        r"(?<!git )\b(?:forget|ignore|disregard) (?:all |everything )?(?:the )?(?:above|what (?:i|you|we) (?:said|told|wrote|discussed|have told))",  # noqa: E501
+    ),
+    _rule(
+        "override",
+        0.85,
+        r"\b(?:ignor(?:e|ing)|disregard(?:ing)?|forget(?:ting)?)\b[^.!?\n]{0,20}?\b(?:all )?(?:the )?(?:provided |given )?(?:context|documents|articles|sources)\b",  # noqa: E501
+    ),
+    _rule("override", 0.85, rf"\b{QUALIFIER} (?:instructions|prompts|orders|assignments)\b"),
+    _rule(
+        "override",
+        0.9,
+        r"\b(?:change|update|replace|modify|reset) your (?:instructions|rules|prompt|programming|guidelines)\b",  # noqa: E501
+    ),
+    _rule(
+        "override",
+        0.95,
+        r"\b(?:ignorier\w*|vergiss|vergessen sie|missachte\w*|verwirf|verwerfen sie)\b[^.!?\n]{0,60}?\b(?:anweisungen|instruktionen|aufgaben|aufträge|vorgaben|befehle|alles|regeln|angaben|informationen|obige\w*|vorherige\w*|bisherige\w*)",  # noqa: E501
+    ),
+    _rule(
+        "override",
+        0.9,
+        r"\b(?:obigen|vorherigen|bisherigen|vorangegangenen) (?:ausführungen|anweisungen|instruktionen|aufgaben|angaben|informationen) (?:ignorieren|vergessen|missachten)|\b(?:alles )?(?:zuvor|vorher|bisher) gesagte",  # noqa: E501
+    ),
+    _rule(
+        "override",
+        0.9,
+        r"\b(?:abweichend (?:zu|von) (?:den )?(?:vorherigen|bisherigen|obigen)|alle (?:bisherigen|vorherigen) (?:informationen|anweisungen|aufgaben)|(?:vorherigen|bisherigen) (?:informationen|anweisungen|instruktionen) hinter sich|aus dem kopf (?:zu )?streichen)",  # noqa: E501
+    ),
+    _rule(
+        "override",
+        0.95,
+        r"\b(?:olvid\w*|ignor[ae]\w*|esquec\w*|esqueç\w*|dimentica\w*|oubli\w*)\b[^.!?\n]{0,40}?\b(?:instrucciones|instruções|instrucoes|istruzioni|instructions|indicaciones|consignes)\b",
+    ),
+    _rule(
+        "override",
+        0.85,
+        r"\b(?:olvida|olvide|olvidad|oubliez|oublie|dimentica|esqueça) (?:todo|tout|tutto)\b",
+    ),
+    _rule(
+        "override",
+        0.95,
+        r"(?:забуд\w*|игнорир\w*|проигнорир\w*|zaboravi|ignoriraj|ignoriši)\s[^.!?\n]{0,40}?(?:инструкци\w*|указани\w*|всё|все|instrukcije|upute|sve)",
+    ),
+    # Prompt extraction
+    _rule(
+        "prompt_leak",
+        0.9,
+        r"\b(?:system ?prompt|system message|initial instructions|original instructions|hidden instructions|prompt ?texts?|full prompt|your prompt|beginning of (?:this|the|your) prompt|above prompt|prompt above)\b",  # noqa: E501
+    ),
+    _rule("prompt_leak", 0.6, r"\b(?:text above|written above|the above text)\b"),
+    _rule(
+        "prompt_leak",
+        0.9,
+        r"\b(?:prompt-?texte?|systemprompt|eingabeaufforderung|ursprünglichen anweisungen|anfang (?:dieses|des) prompts)\b",  # noqa: E501
+    ),
+    _rule(
+        "prompt_leak",
+        0.85,
+        r"\b(?:repeat|print|show|reveal|output|display|tell me|give me)\b[^.!?\n]{0,30}?\b(?:your (?:instructions|rules|guidelines|configuration)|everything above|all (?:of )?the text above)\b",  # noqa: E501
+    ),
+    # New instructions announced
+    _rule(
+        "new_instructions",
+        0.85,
+        r"\b(?:your new (?:task|instructions?|assignment|role)|new instructions?(?: follow|:)|now (?:comes?|follows?|here is|here are) (?:a |the |your |some )?new (?:tasks?|assignments?|instructions?)|now concentrate on (?:the|your|this) (?:new |next )?task|concentrate only on this task)\b",  # noqa: E501
+    ),
+    _rule(
+        "new_instructions",
+        0.85,
+        r"\b(?:deine neue aufgabe|ihre neue aufgabe|nun folgen (?:neue|weitere)|jetzt kommt eine neue aufgabe|jetzt kommen aber noch|konzentriere dich (?:jetzt |nun |nur )?auf (?:diese|deine|die nächste|die neue))\b",  # noqa: E501
+    ),
+    # Role hijack
+    _rule(
+        "role_hijack",
+        0.9,
+        r"\b(?:you are now (?:an?|the|my|dan|free|unrestricted|in \w+ mode)\b|from now on,? you(?: are|'re| will| must)|now you are|i want you to act as|i want you to pretend|you will act as|pretend (?:to be|you are|you're|that you are|you can|you have)|role-?play(?:ing)? as)\b",  # noqa: E501
+    ),
+    _rule("role_hijack", 0.6, r"\b(?:act as an? |acting as an? |imagine you are|imagine you're)"),
+    _rule(
+        "role_hijack",
+        0.6,
+        r"(?:^|[.!?:]\s+)(?:you are|du bist|sie sind) (?!(?:right|correct|wrong|welcome|so|very|too|not|a bot|an ai|human)\b)[A-Z\w][^.!?\n]{0,40}[.!]",  # noqa: E501
+    ),
+    _rule(
+        "role_hijack",
+        0.9,
+        r"\b(?:du bist (?:jetzt|nun|ab sofort)|nun bist du|jetzt bist du|ich möchte, dass sie als|ich möchte, dass du als|tu so, als|stell dir vor, du bist|spiele die rolle)\b",  # noqa: E501
+    ),
+    _rule(
+        "role_hijack",
+        0.95,
+        r"\b(?:DAN mode|do anything now|developer mode|jailbreak\w*|jailbroken|evil (?:ai|assistant|mode|bot)|without (?:any )?(?:restrictions|filters|censorship|guidelines))\b",  # noqa: E501
+    ),
+    _rule(
+        "role_hijack",
+        0.8,
+        r"\b(?:stay|remain|stays|remains|bleiben|verharren)\b[^.!?\n]{0,40}?\b(?:in (?:their|his|her|your|ihren|seiner|ihrer) ?(?:roles?|rollen?)|in character)\b",  # noqa: E501
+    ),
+    _rule(
+        "role_hijack",
+        0.85,
+        r"\b(?:don't|do not|never|without) break(?:ing)? (?:character|out of (?:their|the) roles?)\b",
+    ),
+    # Output forcing
+    _rule(
+        "output_forcing",
+        0.85,
+        r"\b(?:just|only|simply|instead) (?:say|output|print|write|respond with|answer with|reply with)\s*[:\"“'«]",  # noqa: E501
+    ),
+    _rule(
+        "output_forcing",
+        0.8,
+        r"\b(?:answer|respond|reply) (?:to )?(?:every|all|each|any) (?:questions?|messages?|prompts?) with\b",
+    ),
+    _rule(
+        "output_forcing",
+        0.75,
+        r"\b(?:repeat after me|include that you|tell me that you (?:hate|love)|say yes[.!]|say that you (?:hate|love))",  # noqa: E501
+    ),
+    _rule("output_forcing", 0.8, r"\b(?:sagen sie|sag|schreibe|schreib'?) (?:mir )?(?:nur|einfach)\b"),
+    # Fake markup
+    _rule(
+        "markup", 0.85, r"(?:\\n|\n)\s*(?:new )?(?:instructions?|orders?|system|befehl|anweisung(?:en)?)\s*:"
+    ),
+    _rule(
+        "markup",
+        0.9,
+        r"(?:<\|im_start\|>|<\|im_end\|>|<\|system\|>|\[/?INST\]|<<SYS>>|###\s*(?:instruction|system|new instructions)|={4,}\s*END)",  # noqa: E501
+    ),
+)
+
+# Text in a retrieved document that addresses an AI rather than a human reader. Documents
+# legitimately say "ignore the previous warning" or "run the following command", so these are
+# narrower than the user-message rules: they need an AI addressee or an override of instructions.
+DOCUMENT_RULES: tuple[Rule, ...] = (
+    _rule(
+        "override",
+        0.95,
+        rf"\b{OVERRIDE_VERBS}\b{_GAP}\b(?:all |any |the |your )?(?:previous|prior|above|earlier|preceding|system|original) (?:instructions|prompts?|directions|rules|messages)",  # noqa: E501
+    ),
+    _rule(
+        "override",
+        0.95,
+        r"\b(?:ignore|disregard|forget) (?:all |any )?(?:your|the assistant's|the model's) (?:instructions|rules|guidelines|system prompt)",  # noqa: E501
+    ),
+    _rule(
+        "override",
+        0.95,
+        r"\b(?:ignorier\w*|vergiss|missachte\w*)\b[^.!?\n]{0,40}?\b(?:vorherigen|bisherigen|obigen|alle) (?:anweisungen|instruktionen|aufgaben)",  # noqa: E501
+    ),
+    _rule(
+        "ai_addressed",
+        0.9,
+        r"\b(?:if you are|as) an? (?:ai|llm|language model|assistant|chatbot|gpt)\b[^.!?\n]{0,80}?\b(?:must|should|need to|have to|will|are required to|do not|don't)\b",  # noqa: E501
+    ),
+    _rule(
+        "ai_addressed",
+        0.9,
+        r"\b(?:note|instructions?|message|attention) (?:to|for) (?:the |any )?(?:ai|llm|language model|assistant|chatbot|model|gpt|bot)s?\b",  # noqa: E501
+    ),
+    _rule(
+        "ai_addressed",
+        0.9,
+        r"\b(?:ai|llm|language model|assistant|chatbot)s? (?:reading|processing|summari[sz]ing) this\b",
+    ),
+    _rule(
+        "ai_addressed",
+        0.85,
+        r"\bwhen (?:asked|summari[sz]ing|answering)\b[^.!?\n]{0,60}?\b(?:respond|reply|answer|say|tell the user|output)\b[^.!?\n]{0,20}?\b(?:only|instead|with)\b",  # noqa: E501
+    ),
+    _rule("ai_addressed", 0.85, r"\b(?:do not|don't|never) (?:tell|inform|reveal to|mention to) the user\b"),
+    _rule(
+        "prompt_leak",
+        0.9,
+        r"\b(?:reveal|print|output|repeat|send|include)\b[^.!?\n]{0,30}?\b(?:system prompt|your instructions|the conversation|chat history|api key)s?\b",  # noqa: E501
+    ),
+    _rule(
+        "role_hijack",
+        0.9,
+        r"\b(?:you are now (?:an?|the|my|dan|free|unrestricted|in \w+ mode)\b|from now on,? you(?: are|'re| will)|new instructions:|DAN mode|developer mode enabled)",  # noqa: E501
+    ),
+    _rule(
+        "markup",
+        0.95,
+        r"(?:<\|im_start\|>|<\|im_end\|>|<\|system\|>|\[/?INST\]|<<SYS>>|^\s*###\s*(?:instruction|system)\b|^\s*(?:system|assistant)\s*:\s)",
+    ),
+    _rule(
+        "exfiltration",
+        0.9,
+        r"!\[[^\]]*\]\(https?://[^)\s]+\?[^)\s]*(?:q|data|d|prompt|conv|chat|history|secret|key)=[^)\s]*\)",
+    ),
+)
+
+
+# The strong user-message rules that also hold in documents: overriding instructions, announcing
+# new ones, forcing an output, fake markup. (Prompt-extraction and role-play phrases are left out:
+# a document about language models may well say "system prompt" or "act as".) On 2,234 SQuAD and
+# COVID-QA passages they raised no false alarm (bench/guardrails.py).
+CHUNK_RULES: tuple[Rule, ...] = DOCUMENT_RULES + tuple(
+    r
+    for r in USER_RULES
+    if r.name in {"override", "new_instructions", "output_forcing", "markup"} and r.weight >= 0.85
+)
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    rule: str
+    weight: float
+    start: int
+    end: int
+    view: int  # 0: the normalised text; 1..: an extra view (decoded, reordered)
+
+
+def rule_hits(texts: tuple[str, ...] | list[str], rules: tuple[Rule, ...] = USER_RULES) -> list[RuleHit]:
+    hits = []
+    for view, text in enumerate(texts):
+        for rule in rules:
+            for match in rule.pattern.finditer(text):
+                hits.append(RuleHit(rule.name, rule.weight, match.start(), match.end(), view))
+    return hits
+
+
+def rule_score(hits: list[RuleHit]) -> float:
+    """The strongest rule, nudged up when several different rules agree."""
+    if not hits:
+        return 0.0
+    strongest = max(h.weight for h in hits)
+    kinds = len({h.rule for h in hits})
+    return min(1.0, strongest + 0.05 * (kinds - 1))
+
+
+# --- sentences, for rewrites and for neutralising chunks --------------------------------------
+
+_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+[\"')\]]*|\n|$)")
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    """Spans of the sentences of `text` (end punctuation or line breaks end one)."""
+    spans = []
+    for match in _SENTENCE.finditer(text):
+        sentence = match.group(0)
+        if sentence.strip():
+            start = match.start() + len(sentence) - len(sentence.lstrip())
+            spans.append((start, match.end()))
+    return spans
+
+
+@dataclass(frozen=True)
+class ChunkVerdict:
+    is_injection: bool
+    score: float
+    neutralised_text: str
+    rules: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, object]:
+        return {"is_injection": self.is_injection, "score": round(self.score, 4), "rules": list(self.rules)}
+
+
+NEUTRALISED = "[instruction removed by guardrail]"
+
+
+def check_document_text(text: str, views: tuple[str, ...] = (), *, threshold: float = 0.8) -> ChunkVerdict:
+    """Injection in a retrieved chunk; the neutralised text has each offending sentence replaced."""
+    hits = rule_hits((text, *views), CHUNK_RULES)
+    score = rule_score(hits)
+    if score < threshold:
+        return ChunkVerdict(False, score, text, ())
+    spans = [(h.start, h.end) for h in hits if h.view == 0 and h.weight >= threshold]
+    neutralised = text
+    if spans:
+        bad = [(start, end) for start, end in sentences(text) if any(s < end and start < e for s, e in spans)]
+        parts, position = [], 0
+        for start, end in bad:
+            parts.append(text[position:start])
+            parts.append(NEUTRALISED + (" " if text[start:end].endswith((" ", "\n")) else ""))
+            position = end
+        parts.append(text[position:])
+        neutralised = "".join(parts)
+    else:
+        # Only a decoded or reordered view matched: the visible text hides it, so drop it whole.
+        neutralised = NEUTRALISED
+    return ChunkVerdict(True, score, neutralised, tuple(sorted({h.rule for h in hits})))
