@@ -2,46 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
-from django_htmx.middleware import HtmxDetails
 
 from evals import charts, selectors, services
 from evals.forms import RunStartForm
 from evals.models import JudgeCalibration, Run, Suite
+from ops.access import StaffRequest, staff_required
 
 RUN_PAGE = "evals/run.html"
-
-
-class StaffRequest(HttpRequest):
-    user: User
-    htmx: HtmxDetails
-
-
-View = Callable[..., HttpResponse]
-
-
-def staff_required(view: View) -> View:
-    """Anonymous visitors go to the login page; signed-in people who are not staff get 403."""
-
-    @wraps(view)
-    def wrapper(request: StaffRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.is_staff:
-            raise PermissionDenied("Only staff see evaluations.")
-        return view(request, *args, **kwargs)
-
-    return login_required(wrapper)
 
 
 def _run_or_404(pk: int) -> Run:

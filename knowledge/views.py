@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
 from django.core.exceptions import (
-    PermissionDenied,
     RequestDataTooBig,
     TooManyFieldsSent,
     TooManyFilesSent,
@@ -25,7 +20,6 @@ from django.template.loader import render_to_string
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
-from django_htmx.middleware import HtmxDetails
 
 from gateway import provider
 from knowledge import selectors, services
@@ -33,33 +27,12 @@ from knowledge.forms import DocumentRowForm, RetrievalForm, UploadForm
 from knowledge.models import Document
 from knowledge.selectors import SearchHit, SearchPlan
 from knowledge.uploads import SizeLimitUploadHandler
+from ops.access import StaffRequest, staff_required
 
 # A request body this much larger than the per-file limit cannot be a sensible batch; refuse it
 # before parsing a byte of it.
 BATCH_FILES_BOUND = 20
 BATCH_SLACK_BYTES = 1024 * 1024
-
-
-class StaffRequest(HttpRequest):
-    """What the views below receive: a signed-in staff user, with django-htmx's details."""
-
-    user: User
-    htmx: HtmxDetails
-
-
-View = Callable[..., HttpResponse]
-
-
-def staff_required(view: View) -> View:
-    """Anonymous visitors go to the login page; signed-in people who are not staff get 403."""
-
-    @wraps(view)
-    def wrapper(request: StaffRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not request.user.is_staff:
-            raise PermissionDenied("Only staff manage documents.")
-        return view(request, *args, **kwargs)
-
-    return login_required(wrapper)
 
 
 def _document_or_404(pk: int) -> Document:
