@@ -207,6 +207,8 @@ def covid_corpus(max_questions: int | None) -> Corpus:
                 # occurrence of the answer text nearest to the stated offset.
                 bad_offsets += 1
                 start = _nearest(article["context"], answer["text"], start)
+            while start < len(article["context"]) and article["context"][start].isspace():
+                start += 1  # an answer span that begins with a space or line break
             mapped = mapping[min(start, len(article["context"]))]
             located = parsed_text[mapped : mapped + len(answer["text"]) + 50]
             if not _squash(located).startswith(_squash(answer["text"])[:40]):
