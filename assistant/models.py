@@ -57,6 +57,16 @@ class Assistant(models.Model):
     tools_enabled = models.BooleanField(
         default=False, help_text="Let the model call search and document tools (needs tool support)."
     )
+    guardrails = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Guardrail settings (guardrails.checks.GuardConfig); empty: the defaults.",
+    )
+    routing = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Model routing rules (cheap and strong models, fallback); empty: always this model.",
+    )
     is_default = models.BooleanField(default=False)
 
     class Meta:
@@ -152,6 +162,17 @@ class Answer(models.Model):
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
     cache_hit = models.BooleanField(null=True, blank=True)
     guardrails = models.JSONField(null=True, blank=True)
+    route = models.JSONField(
+        default=dict, blank=True, help_text="The routing decision: model, route and its reason."
+    )
+    cached_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The earlier answer a semantic cache hit served.",
+    )
     replay_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays"
     )
