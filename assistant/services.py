@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 STOP_CHECK_SECONDS = 0.5
 LOCK_WAIT_SECONDS = 120
+# A streaming message older than this whose conversation lock is free has lost its writer.
+ORPHAN_AFTER_SECONDS = 15
+INTERRUPTED_TEXT = "The answer was interrupted (the server restarted). Your question is kept; press retry."
 
 
 @dataclass(frozen=True)
@@ -126,11 +130,18 @@ class ConversationBusy(Exception):
 class _ConversationLock:
     """A session-level advisory lock: two answers in one conversation are made one after the other.
 
-    Waits at most LOCK_WAIT_SECONDS, so a stuck answer cannot hold a web thread forever.
+    Waits at most LOCK_WAIT_SECONDS, so a stuck answer cannot hold a web thread forever. The
+    lock belongs to the database session, so it is released when the process writing the
+    answer dies; `messages_orphaned_recover` relies on that.
     """
 
     def __init__(self, conversation_id: int) -> None:
         self.key = conversation_id
+
+    def try_acquire(self) -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [4242, self.key])
+            return bool(cursor.fetchone()[0])
 
     def __enter__(self) -> None:
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
@@ -259,6 +270,33 @@ def answer_complete(*, message: Message) -> Message:
         pass
     message.refresh_from_db()
     return message
+
+
+def messages_orphaned_recover(*, conversation_id: int | None = None) -> int:
+    """Mark answers whose writer died mid-stream (a web process killed or restarted) as interrupted.
+
+    A streaming answer is written under its conversation's advisory lock; when the lock can be
+    taken, nobody is writing it. The partial text is kept and the user can retry. Returns how
+    many messages were recovered. Runs from beat, and when a conversation is opened.
+    """
+    cutoff = timezone.now() - timedelta(seconds=ORPHAN_AFTER_SECONDS)
+    streaming = Message.objects.filter(status=Message.Status.STREAMING, created_at__lt=cutoff)
+    if conversation_id is not None:
+        streaming = streaming.filter(conversation_id=conversation_id)
+    recovered = 0
+    for pk in sorted(set(streaming.values_list("conversation_id", flat=True))):
+        lock = _ConversationLock(pk)
+        if not lock.try_acquire():
+            continue  # someone is still writing an answer here
+        try:
+            recovered += streaming.filter(conversation_id=pk).update(
+                status=Message.Status.ERROR, error=INTERRUPTED_TEXT
+            )
+        finally:
+            lock.__exit__()
+    if recovered:
+        logger.info("recovered %s interrupted answer(s)", recovered)
+    return recovered
 
 
 def message_stop(*, message: Message) -> bool:

@@ -178,7 +178,9 @@ def conversation_new(request: ChatRequest) -> HttpResponse:
 @require_GET
 @login_required
 def conversation_detail(request: ChatRequest, pk: int) -> HttpResponse:
-    return _chat_page(request, access.conversation_for(request.user, pk))
+    conversation = access.conversation_for(request.user, pk)
+    services.messages_orphaned_recover(conversation_id=conversation.pk)
+    return _chat_page(request, conversation)
 
 
 # --- asking and answering -------------------------------------------------------------------
