@@ -761,7 +761,13 @@ def main() -> int:
                    for key, s in scenarios.items()}  # fmt: skip
         storage = storage_report()
         log(f"storage: {storage}")
-        warm = prewarm(["knowledge_chunk", "chunk_embedding_hnsw", "chunk_collection", "chunk_search_gin"])
+        indexes = [
+            row[0]
+            for row in _sql(
+                "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = 'knowledge_chunk'::regclass"
+            )
+        ]
+        warm = prewarm(["knowledge_chunk", *indexes])
         toast = _sql("SELECT reltoastrelid::regclass::text FROM pg_class WHERE relname = 'knowledge_chunk'")[
             0
         ][0]

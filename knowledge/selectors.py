@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet, Sum
@@ -15,9 +17,14 @@ from gateway import provider
 from knowledge.models import Chunk, Collection, Document
 
 RRF_K = 60  # the constant from Cormack et al.; damps the weight of the very top ranks
-# Below this many readable chunks an exact scan is fast and has perfect recall, so a filtered
-# query skips the HNSW index (whose pgvector 0.6 scan loses rows under selective filters).
-EXACT_SCAN_MAX_ROWS = 60_000
+# Up to this many readable chunks a filtered query compares the query with every one of them:
+# perfect recall, no HNSW quirks (pgvector 0.6's scan loses rows under selective filters), and
+# ~2.5 µs a row with the vectors stored in the row (bench/search_scale.py), so ~25 ms at the limit.
+EXACT_SCAN_MAX_ROWS = 10_000
+# Above it, on pgvector < 0.8, the index is asked for enough neighbours that about this many of
+# them fall inside the filter; ef_search is kept between these bounds (latency grows with it).
+FILTERED_MIN_CANDIDATES = 20
+OVERFETCH_EF_SEARCH = (100, 1000)
 # websearch syntax the user typed on purpose: keep AND semantics for these queries.
 _OPERATORS = re.compile(r'"|\bor\b|(^|\s)-\w', re.IGNORECASE)
 
@@ -132,8 +139,9 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
             return cursor.fetchall()
 
         # pgvector < 0.8: over-fetch from the index in proportion to how selective the filter is.
-        fetch = min(int(math.ceil(limit / selectivity * 2)), 4000)
-        plan.strategy, plan.ef_search = "hnsw-overfetch", min(max(fetch, 100), 1000)
+        low, high = OVERFETCH_EF_SEARCH
+        fetch = min(max(int(math.ceil(FILTERED_MIN_CANDIDATES / selectivity)), low, limit), high)
+        plan.strategy, plan.ef_search = "hnsw-overfetch", fetch
         cursor.execute(f"SET LOCAL hnsw.ef_search = {plan.ef_search}")
         cursor.execute(
             "SELECT id, similarity FROM (SELECT id, collection_id, "
@@ -155,26 +163,91 @@ def _total_rows() -> int:
 def keyword_query_sql() -> str:
     """SQL for the tsquery of %(q)s: websearch syntax, matched in English and language-neutrally.
 
-    A question in plain words ANDs every word under websearch rules, which finds nothing for
-    most questions; unless the user typed operators, the words are ORed and ranking decides.
-    The neutral side drops English stopwords (migration 0002) so that "when" or "are" do not
-    match every chunk once ORed.
+    Used as written when the user typed operators. A question in plain words would AND every
+    word under websearch rules, which finds nothing for most questions, so plain questions
+    instead OR their informative lexemes (`informative_lexemes`) and ranking decides. The
+    neutral side drops English stopwords (migration 0002).
     """
     return "(websearch_to_tsquery('english', %(q)s) || websearch_to_tsquery('groundwork_simple', %(q)s))"
 
 
+# A word in more than this share of all chunks says almost nothing about relevance, yet ORed into a
+# query it makes PostgreSQL rank every chunk holding it (ts_rank_cd has no inverse document
+# frequency). Dropping such words is BM25's IDF in effect, and keeps the ranked set small at scale.
+COMMON_LEXEME_SHARE = 0.05
+# Below this many chunks ranking every match is cheap, and frequencies from so few are noise.
+COMMON_LEXEME_MIN_ROWS = 2_000
+_LEXEME_STATS_SECONDS = 300.0
+_lexeme_stats: tuple[float, dict[str, float]] = (-math.inf, {})
+
+
+def lexeme_frequencies() -> dict[str, float]:
+    """Share of chunks holding each of the table's most common lexemes, from ANALYZE's statistics.
+
+    PostgreSQL keeps the most common elements of a tsvector column (about a thousand with the
+    default statistics target) with their frequencies; autovacuum refreshes them as documents
+    come and go. Reading them costs nothing per query; they are cached in the process for a
+    few minutes. Without statistics yet, or in a small table, nothing counts as common.
+    """
+    global _lexeme_stats
+    fetched_at, frequencies = _lexeme_stats
+    if time.monotonic() - fetched_at < _LEXEME_STATS_SECONDS:
+        return frequencies
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT most_common_elems::text::text[], most_common_elem_freqs, "
+            "(SELECT reltuples FROM pg_class WHERE oid = 'knowledge_chunk'::regclass) FROM pg_stats "
+            "WHERE schemaname = current_schema() AND tablename = 'knowledge_chunk' "
+            "AND attname = 'search_vector'"
+        )
+        row = cursor.fetchone()
+    frequencies = {}
+    if row and row[0] and row[2] >= COMMON_LEXEME_MIN_ROWS:
+        frequencies = dict(zip(row[0], row[1], strict=False))
+    _lexeme_stats = (time.monotonic(), frequencies)
+    return frequencies
+
+
+def informative_lexemes(query: str) -> list[str]:
+    """The query's lexemes (English and language-neutral) without the common ones.
+
+    When every word is common ("what is it"), the two least common are kept so that the
+    keyword side still has something to rank.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT unnest(tsvector_to_array("
+            "to_tsvector('english', %(q)s) || to_tsvector('groundwork_simple', %(q)s)))",
+            {"q": query},
+        )
+        lexemes = sorted(row[0] for row in cursor.fetchall())
+    frequencies = lexeme_frequencies()
+    kept = [lexeme for lexeme in lexemes if frequencies.get(lexeme, 0.0) <= COMMON_LEXEME_SHARE]
+    return kept or sorted(lexemes, key=lambda lexeme: frequencies.get(lexeme, 0.0))[:2]
+
+
 def _keyword_candidates(query: str, collection_ids: list[int], limit: int) -> list[tuple[int, float]]:
-    tsquery = keyword_query_sql()
-    if not _OPERATORS.search(query):
-        tsquery = f"replace(({tsquery})::text, ' & ', ' | ')::tsquery"
-    # Only our own SQL fragments are formatted in; the user's text is the %(q)s parameter.
+    if _OPERATORS.search(query):
+        # The user wrote websearch syntax on purpose: phrases, OR and exclusions as typed.
+        params: dict[str, Any] = {"q": query}
+        tsquery = keyword_query_sql()
+    else:
+        lexemes = informative_lexemes(query)
+        if not lexemes:
+            return []
+        params = {"lexemes": lexemes}
+        tsquery = (
+            "array_to_string(ARRAY(SELECT quote_literal(l) FROM unnest(%(lexemes)s::text[]) AS l), ' | ')"
+            "::tsquery"
+        )
+    # Only our own SQL fragments are formatted in; the user's text is a parameter.
     sql = (
         f"SELECT id, ts_rank_cd(search_vector, q.query, 32) AS rank FROM knowledge_chunk, "  # noqa: S608
         f"(SELECT {tsquery} AS query) AS q WHERE collection_id = ANY(%(ids)s) "
         "AND search_vector @@ q.query ORDER BY rank DESC, id LIMIT %(limit)s"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"q": query, "ids": collection_ids, "limit": limit})
+        cursor.execute(sql, {**params, "ids": collection_ids, "limit": limit})
         return cursor.fetchall()
 
 
