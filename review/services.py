@@ -101,9 +101,9 @@ def review_escalate(*, answer: Answer, actor: User, note: str) -> Review:
 @transaction.atomic
 def review_assign(*, answer: Answer, actor: User, assignee: User) -> Review:
     """Give the review to a staff member (the actor or another); does not change its status."""
-    if not assignee.is_staff or not assignee.is_active:
-        raise ValidationError("Reviews can only be assigned to active staff.")
     review = _review_for_update(answer=answer, actor=actor)
+    if not assignee.is_staff or not assignee.is_active:
+        raise ValidationError("Reviews can only be assigned to active staff.")  # rolls the row back
     review.assignee = assignee
     review.save(update_fields=["assignee", "updated_at"])
     note = "to themselves" if assignee.pk == actor.pk else f"to {assignee.get_username()}"
