@@ -43,10 +43,12 @@ def queue(request: StaffRequest) -> HttpResponse:
     return response
 
 
-def _forms(request: StaffRequest, bound: tuple[str, django_forms.Form] | None) -> dict[str, Any]:
+def _forms(
+    request: StaffRequest, review: Review | None, bound: tuple[str, django_forms.Form] | None
+) -> dict[str, Any]:
     forms: dict[str, django_forms.Form] = {
         "approve": ApproveForm(),
-        "correct": CorrectForm(),
+        "correct": CorrectForm(initial={"text": review.correction if review else ""}),
         "reject": RejectForm(),
         "escalate": EscalateForm(),
         "assign": AssignForm(initial={"assignee": request.user.pk}),
@@ -63,9 +65,10 @@ def _render_item(
     *,
     fragment: bool = False,
 ) -> HttpResponse:
+    item = selectors.item(answer, viewer=request.user)
     context: dict[str, Any] = {
-        "item": selectors.item(answer, viewer=request.user),
-        "forms": _forms(request, bound),
+        "item": item,
+        "forms": _forms(request, item.review, bound),
         "failed": bound[0] if bound else "",
     }
     return render(request, f"{ITEM_PAGE}#decision" if fragment else ITEM_PAGE, context)
