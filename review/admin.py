@@ -11,7 +11,7 @@ from review.models import Review, ReviewEvent
 class ReviewEventInline(admin.TabularInline[ReviewEvent, Review]):
     model = ReviewEvent
     fields = ["created_at", "actor", "action", "note"]
-    readonly_fields = fields
+    readonly_fields = ["created_at", "actor", "action", "note"]
     extra = 0
     can_delete = False
 

@@ -21,7 +21,9 @@ class QueueFilterForm(forms.Form):
     category = forms.ChoiceField(
         label="Reason", choices=[("", "Any reason"), *Flag.Category.choices], required=False
     )
-    source = forms.ChoiceField(label="Flagged by", choices=[("", "Anyone"), *Flag.Source.choices], required=False)
+    source = forms.ChoiceField(
+        label="Flagged by", choices=[("", "Anyone"), *Flag.Source.choices], required=False
+    )
     assistant = forms.ModelChoiceField(
         queryset=Assistant.objects.order_by("name"), required=False, empty_label="Every assistant"
     )

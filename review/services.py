@@ -46,7 +46,11 @@ def review_approve(*, answer: Answer, actor: User, note: str = "") -> Review:
     """The answer is right as it stands (the semantic cache may serve it)."""
     review = _review_for_update(answer=answer, actor=actor)
     return _decide(
-        review, actor=actor, status=Review.Status.APPROVED, action=ReviewEvent.Action.APPROVED, note=note.strip()
+        review,
+        actor=actor,
+        status=Review.Status.APPROVED,
+        action=ReviewEvent.Action.APPROVED,
+        note=note.strip(),
     )
 
 

@@ -31,7 +31,9 @@ GOOD = json.dumps(
         "follow_ups": [],
     }
 )
-UNGROUNDED = json.dumps({"answer": "Expense claims are paid in bitcoin within 90 days [1].", "citations": [1]})
+UNGROUNDED = json.dumps(
+    {"answer": "Expense claims are paid in bitcoin within 90 days [1].", "citations": [1]}
+)
 
 
 @pytest.fixture

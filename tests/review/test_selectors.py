@@ -20,7 +20,9 @@ def ids(answers: Any) -> set[int]:
     return {a.pk for a in answers}
 
 
-def test_the_queue_is_the_flagged_answers(flagged: Answer, auto_flagged: Answer, unflagged: Answer, owner: Any):
+def test_the_queue_is_the_flagged_answers(
+    flagged: Answer, auto_flagged: Answer, unflagged: Answer, owner: Any
+):
     assert ids(selectors.queue(viewer=owner)) == {flagged.pk, auto_flagged.pk}
     assert selectors.open_count() == 2
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -54,7 +55,9 @@ def test_the_nav_shows_staff_the_queue_with_its_count(flagged: Answer, owner: An
     assert 'href="/review/"' not in client_for(member).get("/").content.decode()
 
 
-def test_staff_see_the_queue_and_its_open_count(flagged: Answer, auto_flagged: Answer, unflagged: Answer, owner):
+def test_staff_see_the_queue_and_its_open_count(
+    flagged: Answer, auto_flagged: Answer, unflagged: Answer, owner
+):
     response = client_for(owner).get(reverse("review:queue"))
     assert response.status_code == 200
     page = response.content.decode()
@@ -98,7 +101,9 @@ def test_bad_filters_show_errors_not_a_500(flagged: Answer, owner: Any) -> None:
     ):
         response = client.get(reverse("review:queue"), params)
         assert response.status_code == 200, params
-    page = client.get(reverse("review:queue"), {"since": "2025-02-01", "until": "2025-01-01"}).content.decode()
+    page = client.get(
+        reverse("review:queue"), {"since": "2025-02-01", "until": "2025-01-01"}
+    ).content.decode()
     assert "The end date is before the start date." in page
 
 
@@ -118,7 +123,9 @@ def test_pagination(flagged: Answer, owner: Any, monkeypatch: pytest.MonkeyPatch
 
 
 def test_the_item_page_shows_the_trace(flagged: Answer, owner: Any) -> None:
-    flagged.guardrails = {"input": {"action": "allow", "categories": [], "verdicts": [{"check": "injection"}]}}
+    flagged.guardrails = {
+        "input": {"action": "allow", "categories": [], "verdicts": [{"check": "injection"}]}
+    }
     flagged.retrieved = [{**flagged.retrieved[0], "quarantined": True}]
     flagged.save(update_fields=["guardrails", "retrieved"])
     page = client_for(owner).get(reverse("review:item", args=[flagged.pk])).content.decode()
@@ -140,15 +147,19 @@ def test_an_answer_without_flags_has_no_page(unflagged: Answer, owner: Any) -> N
 
 
 @pytest.mark.parametrize("action", list(ACTIONS))
-def test_each_action_by_htmx_returns_the_panel_with_its_event(flagged: Answer, owner: Any, action: str) -> None:
+def test_each_action_by_htmx_returns_the_panel_with_its_event(
+    flagged: Answer, owner: Any, action: str
+) -> None:
     response = client_for(owner).post(reverse(f"review:{action}", args=[flagged.pk]), ACTIONS[action], **HTMX)
     page = response.content.decode()
     assert response.status_code == 200 and "<html" not in page and 'id="review-panel"' in page
-    status = {"approve": "approved", "correct": "corrected", "reject": "rejected", "escalate": "escalated"}[action]
+    status = {"approve": "approved", "correct": "corrected", "reject": "rejected", "escalate": "escalated"}[
+        action
+    ]
     assert Review.objects.get(answer=flagged).status == status
     event = ReviewEvent.objects.get()
     assert (event.action, event.actor) == (status, owner)
-    assert f"<strong>owner</strong>\n          {status}" in page  # the audit log line
+    assert re.search(rf"<strong>owner</strong>\s+{status}", page)  # the audit log line
 
 
 def test_an_action_without_htmx_redirects_to_the_item(flagged: Answer, owner: Any) -> None:
@@ -189,7 +200,9 @@ def test_invalid_input_re_renders_with_errors(
 
 
 def test_assigning_to_someone_who_is_not_staff_is_refused(flagged: Answer, owner: Any, member: Any) -> None:
-    response = client_for(owner).post(reverse("review:assign", args=[flagged.pk]), {"assignee": member.pk}, **HTMX)
+    response = client_for(owner).post(
+        reverse("review:assign", args=[flagged.pk]), {"assignee": member.pk}, **HTMX
+    )
     assert response.status_code == 200 and "Select a valid choice." in response.content.decode()
     assert not Review.objects.exists()
 
