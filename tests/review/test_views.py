@@ -218,3 +218,13 @@ def test_assign_to_another_staff_member(flagged: Answer, owner: Any) -> None:
 
 def test_get_on_an_action_is_not_allowed(flagged: Answer, owner: Any) -> None:
     assert client_for(owner).get(reverse("review:approve", args=[flagged.pk])).status_code == 405
+
+
+def test_the_admin_lists_reviews_read_only(flagged: Answer, owner: Any, admin_user: Any) -> None:
+    from review import services
+
+    review = services.review_approve(answer=flagged, actor=owner)
+    client = client_for(admin_user)
+    assert client.get("/admin/review/review/").status_code == 200
+    assert client.get(f"/admin/review/review/{review.pk}/change/").status_code == 200
+    assert client.get("/admin/review/review/add/").status_code == 403
