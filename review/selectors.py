@@ -1,0 +1,289 @@
+"""Reads for the staff review queue, and what other apps may ask about reviewed answers.
+
+For other apps:
+- `answer_is_approved(answer)` and `approved_answer_ids()`: answers staff approved or corrected.
+  The semantic cache may serve these (for a corrected one, serve `corrections()`'s text, not the
+  model's).
+- `corrections()`: (answer, corrected text) pairs, oldest decision first; fine-tuning candidates.
+- `open_count()`: flagged answers nobody has decided or escalated yet (the staff navigation shows it).
+
+The queue is every answer with at least one flag (a person's or an automatic one); an answer
+without a Review row is open and unassigned.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.shortcuts import get_object_or_404
+
+from assistant.models import Answer, Feedback, Flag, Message
+from knowledge import selectors as knowledge_selectors
+from knowledge.selectors import SearchHit
+from review.models import Review, ReviewEvent
+
+APPROVED_STATUSES = (Review.Status.APPROVED, Review.Status.CORRECTED)
+MINE, UNASSIGNED, ANY_STATUS = "mine", "unassigned", "all"
+
+
+def _flagged() -> QuerySet[Answer]:
+    return Answer.objects.filter(Exists(Flag.objects.filter(answer=OuterRef("pk"))))
+
+
+def _open(prefix: str = "") -> Q:
+    """An answer (or, with prefix, a related answer) whose review is open or not started."""
+    return Q(**{f"{prefix}review__isnull": True}) | Q(**{f"{prefix}review__status": Review.Status.OPEN})
+
+
+def queue(
+    *,
+    viewer: User,
+    category: str = "",
+    source: str = "",
+    assistant_id: int | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    status: str = Review.Status.OPEN,
+    assignee: str = "",
+) -> QuerySet[Answer]:
+    """Flagged answers, newest first, narrowed by the queue page's filters.
+
+    `category` and `source` match any one of an answer's flags; `since` and `until` are the days
+    the answer was made (inclusive); `status` is a Review.Status or "all"; `assignee` is "mine",
+    "unassigned", a user id, or empty for anyone.
+    """
+    answers = _flagged()
+    if category or source:
+        flags = Flag.objects.filter(answer=OuterRef("pk"))
+        flags = flags.filter(category=category) if category else flags
+        flags = flags.filter(source=source) if source else flags
+        answers = answers.filter(Exists(flags))
+    if assistant_id is not None:
+        answers = answers.filter(assistant_id=assistant_id)
+    if since is not None:
+        answers = answers.filter(created_at__date__gte=since)
+    if until is not None:
+        answers = answers.filter(created_at__date__lte=until)
+    if status == Review.Status.OPEN:
+        answers = answers.filter(_open())
+    elif status and status != ANY_STATUS:
+        answers = answers.filter(review__status=status)
+    if assignee == MINE:
+        answers = answers.filter(review__assignee=viewer)
+    elif assignee == UNASSIGNED:
+        answers = answers.filter(Q(review__isnull=True) | Q(review__assignee__isnull=True))
+    elif assignee:
+        answers = answers.filter(review__assignee_id=int(assignee))
+    return (
+        answers.select_related("assistant", "user", "review", "review__assignee")
+        .prefetch_related("flags")
+        .annotate(flag_count=Count("flags", distinct=True))
+        .order_by("-created_at", "-pk")
+    )
+
+
+def queued_answer_or_404(pk: int) -> Answer:
+    """A flagged answer with what its page shows; 404 for an answer that is not in the queue."""
+    return get_object_or_404(
+        _flagged().select_related(
+            "assistant", "prompt", "user", "message__conversation", "review__assignee", "review__decided_by"
+        ),
+        pk=pk,
+    )
+
+
+def review_of(answer: Answer) -> Review | None:
+    """The answer's review, or None while nobody has acted on it."""
+    try:
+        return answer.review
+    except Review.DoesNotExist:
+        return None
+
+
+def status_of(answer: Answer) -> str:
+    review = review_of(answer)
+    return review.status if review else Review.Status.OPEN
+
+
+def open_count() -> int:
+    """Flagged answers still open: no decision, not escalated."""
+    return _flagged().filter(_open()).count()
+
+
+def answer_is_approved(answer: Answer) -> bool:
+    """True when staff approved the answer or corrected it."""
+    return Review.objects.filter(answer_id=answer.pk, status__in=APPROVED_STATUSES).exists()
+
+
+def approved_answer_ids() -> set[int]:
+    """Ids of every answer staff approved or corrected."""
+    return set(Review.objects.filter(status__in=APPROVED_STATUSES).values_list("answer_id", flat=True))
+
+
+@dataclass(frozen=True)
+class Correction:
+    answer: Answer
+    text: str  # what staff wrote the answer should have been
+    decided_at: Any
+
+
+def corrections() -> Iterator[Correction]:
+    """Corrected answers with the staff's text, oldest decision first (for a fine-tuning export)."""
+    reviews = (
+        Review.objects.filter(status=Review.Status.CORRECTED)
+        .exclude(correction="")
+        .select_related("answer", "answer__assistant", "answer__message")
+        .order_by("decided_at", "pk")
+    )
+    for review in reviews.iterator(chunk_size=200):
+        yield Correction(answer=review.answer, text=review.correction, decided_at=review.decided_at)
+
+
+def staff_users() -> QuerySet[User]:
+    """Who a review can be assigned to."""
+    return User.objects.filter(is_staff=True, is_active=True).order_by("username")
+
+
+# --- the item page ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    """One retrieved chunk as the trace recorded it, with its text when it still exists."""
+
+    n: int | None
+    chunk_id: int
+    score: float | None
+    vector_score: float | None
+    keyword_score: float | None
+    via_tool: bool
+    quarantined: bool
+    cited: bool
+    hit: SearchHit | None  # None: the chunk was deleted since, or is no longer readable
+
+
+@dataclass(frozen=True)
+class GuardSection:
+    """The verdicts of one guardrail stage (input, output, chunks...)."""
+
+    stage: str
+    action: str
+    categories: list[str]
+    reason: str
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Item:
+    answer: Answer
+    review: Review | None
+    status: str
+    conversation: list[Message]
+    chunks: list[RetrievedChunk]
+    guardrails: list[GuardSection]
+    guardrails_json: str
+    grounding_json: str
+    flags: list[Flag]
+    feedback: list[Feedback]
+    events: list[ReviewEvent]
+
+
+def _quarantined(entry: dict[str, Any]) -> bool:
+    return bool(entry.get("quarantined") or entry.get("quarantine"))
+
+
+def retrieved_chunks(answer: Answer, viewer: User) -> list[RetrievedChunk]:
+    """The answer's retrieved chunks with their scores and texts.
+
+    Texts are read with the permissions of the person who got the answer (what the model saw
+    for them), falling back to the reviewer's when that account is gone.
+    """
+    entries = [e for e in answer.retrieved or [] if isinstance(e, dict) and e.get("chunk_id") is not None]
+    citations = [c for c in answer.citations or [] if isinstance(c, dict)]
+    cited_ids = {c.get("chunk_id") for c in citations}
+    quarantined_ids = {c.get("chunk_id") for c in citations if _quarantined(c)}
+    hits = {
+        hit.chunk.pk: hit
+        for hit in knowledge_selectors.hits_for_chunks(
+            answer.user or viewer, [int(e["chunk_id"]) for e in entries]
+        )
+    }
+    return [
+        RetrievedChunk(
+            n=e.get("n"),
+            chunk_id=int(e["chunk_id"]),
+            score=e.get("score"),
+            vector_score=e.get("vector_score"),
+            keyword_score=e.get("keyword_score"),
+            via_tool=bool(e.get("via_tool")),
+            quarantined=_quarantined(e) or e["chunk_id"] in quarantined_ids,
+            cited=e["chunk_id"] in cited_ids,
+            hit=hits.get(int(e["chunk_id"])),
+        )
+        for e in entries
+    ]
+
+
+def _section(stage: str, data: dict[str, Any]) -> GuardSection:
+    verdicts = [v for v in data.get("verdicts") or [] if isinstance(v, dict)]
+    return GuardSection(
+        stage=stage,
+        action=str(data.get("action", "")),
+        categories=[str(c) for c in data.get("categories") or []],
+        reason=str(data.get("reason", "")),
+        verdicts=verdicts,
+    )
+
+
+def guardrail_sections(data: Any) -> list[GuardSection]:
+    """Guardrail verdicts grouped by stage, from whichever shape the answer record holds.
+
+    Either one result ({"action", "verdicts", ...}) or stages of them ({"input": {...},
+    "output": {...}}); anything else is shown as raw JSON only.
+    """
+    if not isinstance(data, dict):
+        return []
+    if "verdicts" in data or "action" in data:
+        return [_section("checks", data)]
+    return [_section(str(stage), value) for stage, value in data.items() if isinstance(value, dict)]
+
+
+def conversation_until(answer: Answer) -> list[Message]:
+    """The conversation's messages up to and including this answer's."""
+    if answer.message is None:
+        return []
+    return list(
+        Message.objects.filter(
+            conversation_id=answer.message.conversation_id, created_at__lte=answer.message.created_at
+        ).order_by("created_at", "pk")
+    )
+
+
+def events_of(review: Review | None) -> list[ReviewEvent]:
+    return list(review.events.select_related("actor")) if review else []
+
+
+def item(answer: Answer, *, viewer: User) -> Item:
+    """Everything the item page shows about a flagged answer."""
+    review = review_of(answer)
+    return Item(
+        answer=answer,
+        review=review,
+        status=review.status if review else Review.Status.OPEN,
+        conversation=conversation_until(answer),
+        chunks=retrieved_chunks(answer, viewer),
+        guardrails=guardrail_sections(answer.guardrails),
+        guardrails_json=json.dumps(answer.guardrails, indent=2, ensure_ascii=False)
+        if answer.guardrails is not None
+        else "",
+        grounding_json=json.dumps(answer.grounding, indent=2, ensure_ascii=False) if answer.grounding else "",
+        flags=list(answer.flags.select_related("user")),
+        feedback=list(answer.feedback.select_related("user")),
+        events=events_of(review),
+    )

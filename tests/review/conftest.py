@@ -1,0 +1,84 @@
+"""Flagged answers for the review tests, made through the real assistant services and the fake model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from assistant import services as assistant_services
+from assistant.models import Answer, Assistant, Flag
+from knowledge.models import Document
+from tests import factories
+from tests.browser.conftest import browser, page  # noqa: F401 (Chromium fixtures for the browser test)
+from tests.fakes import FakeProvider
+
+POLICY = """# Expense policy
+
+## Deadlines
+
+Expense reports are due on the 5th of each month.
+Submit them in the finance portal with the receipts attached.
+"""
+QUESTION = "When are expense reports due?"
+GOOD = json.dumps(
+    {
+        "answer": "Expense reports are due on the 5th of each month [1].",
+        "citations": [1],
+        "confidence": 0.9,
+        "not_found": False,
+        "follow_ups": [],
+    }
+)
+UNGROUNDED = json.dumps(
+    {"answer": "Expense claims are paid in bitcoin within 90 days [1].", "citations": [1]}
+)
+
+
+@pytest.fixture
+def assistant(db: None) -> Assistant:
+    assistant = assistant_services.assistant_default()
+    assistant.min_similarity = 0.2  # suits the fake bag-of-words embeddings
+    assistant.save(update_fields=["min_similarity"])
+    return assistant
+
+
+@pytest.fixture
+def policy(db: None) -> Document:
+    collection = factories.collection(name="Policies", public=True)
+    return factories.document(collection=collection, text=POLICY, filename="expense-policy.md")
+
+
+def ask(user: Any, reply: str, fake: FakeProvider, question: str = QUESTION) -> Answer:
+    """One question in a new conversation, answered by the fake model with `reply`."""
+    conversation = assistant_services.conversation_create(user=user)
+    fake.replies.append(reply)
+    _, pending = assistant_services.message_send(conversation=conversation, text=question)
+    message = assistant_services.answer_complete(message=pending)
+    return Answer.objects.get(message=message)
+
+
+@pytest.fixture
+def flagged(assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider) -> Answer:
+    """An answer the member flagged as wrong."""
+    answer = ask(member, GOOD, fake_provider)
+    assistant_services.flag_create(
+        answer=answer, user=member, category=Flag.Category.WRONG, note="It is the 10th now."
+    )
+    return answer
+
+
+@pytest.fixture
+def auto_flagged(assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider) -> Answer:
+    """An answer the grounding check flagged by itself."""
+    answer = ask(member, UNGROUNDED, fake_provider, "How are expense claims paid?")
+    assert answer.flags.get().source == Flag.Source.GROUNDING
+    return answer
+
+
+@pytest.fixture
+def unflagged(assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider) -> Answer:
+    answer = ask(member, GOOD, fake_provider, "Where do I submit expense reports?")
+    assert not answer.flags.exists()
+    return answer
