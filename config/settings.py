@@ -81,6 +81,7 @@ INSTALLED_APPS = [
     "assistant",
     "guardrails",
     "evals",
+    "routing",
 ]
 
 MIDDLEWARE = [
