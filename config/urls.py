@@ -10,6 +10,7 @@ urlpatterns = [
     path("", include("ops.urls")),
     path("knowledge/", include("knowledge.urls")),
     path("evals/", include("evals.urls")),
+    path("routing/", include("routing.urls")),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

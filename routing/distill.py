@@ -70,9 +70,7 @@ def candidate_answers(
     if since is not None:
         good = good.filter(created_at__gte=since)
     rated = set(
-        good.annotate(net=Sum("feedback__rating"))
-        .filter(net__gte=min_rating)
-        .values_list("pk", flat=True)
+        good.annotate(net=Sum("feedback__rating")).filter(net__gte=min_rating).values_list("pk", flat=True)
     )
     approved, why = review_approved_ids()
     if approved is None:
@@ -108,8 +106,10 @@ def _sources(answer: Answer) -> list[pipeline.Source] | None:
     traces = [t for t in answer.retrieved if isinstance(t, dict) and t.get("chunk_id")]
     if not traces:
         return None
-    hits = {h.chunk.pk: h for h in knowledge.hits_for_chunks(answer.user, [int(t["chunk_id"]) for t in traces])}
-    sources = []
+    hits = {
+        h.chunk.pk: h for h in knowledge.hits_for_chunks(answer.user, [int(t["chunk_id"]) for t in traces])
+    }
+    sources: list[pipeline.Source] = []
     for trace in traces:
         hit = hits.get(int(trace["chunk_id"]))
         if hit is None:
@@ -137,7 +137,9 @@ def example_for(answer: Answer) -> Example | None:
     history = assistant_services.history_before(answer.message) if answer.message else []
     past = "".join(f"Earlier question: {q}\nEarlier answer: {a[:400]}\n" for q, a in history[-3:])
     prompt = answer.prompt
-    system = pipeline.fill_template(prompt.system, assistant_name=answer.assistant.name, scope=answer.assistant.scope)
+    system = pipeline.fill_template(
+        prompt.system, assistant_name=answer.assistant.name, scope=answer.assistant.scope
+    )
     user = pipeline.fill_template(
         prompt.instructions,
         context="\n\n".join(s.prompt_block() for s in sources),

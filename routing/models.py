@@ -53,7 +53,8 @@ class FineTuneJob(models.Model):
         "evals.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     max_drop = models.FloatField(
-        default=0.0, help_text="How far below the current model's pass rate the new one may be (0.02 = 2 points)."
+        default=0.0,
+        help_text="How far below the current model's pass rate the new one may be (0.02 = 2 points).",
     )
     gate_summary = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(

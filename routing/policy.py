@@ -91,8 +91,12 @@ class RoutingPolicy:
         if not isinstance(value, dict):
             raise RoutingConfigError([f"must be a JSON object like {json.dumps(EXAMPLE)}, not {value!r}."])
         errors: list[str] = []
-        known = {f for f in cls.__dataclass_fields__}
-        errors += [f"unknown setting {key!r} (known: {', '.join(sorted(known))})." for key in value if key not in known]
+        known = set(cls.__dataclass_fields__)
+        errors += [
+            f"unknown setting {key!r} (known: {', '.join(sorted(known))})."
+            for key in value
+            if key not in known
+        ]
 
         def text(key: str, required: bool) -> str:
             raw = value.get(key, "")
@@ -112,7 +116,9 @@ class RoutingPolicy:
                 return default
             return raw
 
-        def names(key: str, default: tuple[str, ...], allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+        def names(
+            key: str, default: tuple[str, ...], allowed: tuple[str, ...] | None = None
+        ) -> tuple[str, ...]:
             raw = value.get(key, list(default))
             if not isinstance(raw, list) or not all(isinstance(v, str) and v.strip() for v in raw):
                 errors.append(f"{key} must be a list of names, not {raw!r}.")
@@ -160,7 +166,9 @@ class RoutingPolicy:
 
     def fallbacks_for(self, model: str) -> tuple[str, ...]:
         """The models to try, in order, when `model` fails: the configured list, else the other tier."""
-        chain = self.fallback_models or ((self.strong_model,) if model == self.cheap_model else (self.cheap_model,))
+        chain = self.fallback_models or (
+            (self.strong_model,) if model == self.cheap_model else (self.cheap_model,)
+        )
         return tuple(m for m in dict.fromkeys(chain) if m != model)
 
 
@@ -252,7 +260,9 @@ def route_decide(
     features = question_features(question, history=history, retrieval_score=retrieval_score)
     record = features.as_json()
     if pinned_model:
-        return Decision(pinned_model, FIXED, f"Pinned to {pinned_model} (a replay or an evaluation run).", record)
+        return Decision(
+            pinned_model, FIXED, f"Pinned to {pinned_model} (a replay or an evaluation run).", record
+        )
     if policy is None:
         model = assistant.chat_model
         return Decision(model, FIXED, f"No routing policy: the assistant's own model, {model}.", record)
@@ -267,14 +277,16 @@ def route_decide(
             policy.timeout_seconds,
         )
 
-    if retrieval_score is not None and policy.min_retrieval_score is not None:
-        if retrieval_score < policy.min_retrieval_score:
-            return strong(
-                f"Retrieval confidence {retrieval_score:.3f} is below {policy.min_retrieval_score:g}: "
-                "marginal context needs the stronger model."
-            )
+    floor = policy.min_retrieval_score
+    if retrieval_score is not None and floor is not None and retrieval_score < floor:
+        return strong(
+            f"Retrieval confidence {retrieval_score:.3f} is below {floor:g}: "
+            "marginal context needs the stronger model."
+        )
     if features.question_type in policy.strong_types:
-        return strong(f"It is {_describe(features)}; {features.question_type.replace('_', '-')} questions go strong.")
+        return strong(
+            f"It is {_describe(features)}; {features.question_type.replace('_', '-')} questions go strong."
+        )
     if features.words > policy.max_cheap_words:
         return strong(f"It is long: {features.words} words, over {policy.max_cheap_words}.")
     if features.questions > policy.max_cheap_questions:
@@ -286,7 +298,9 @@ def route_decide(
         p = strong_probability(features)
         record["strong_probability"] = round(p, 4)
         if p >= policy.strong_threshold:
-            return strong(f"The classifier gives {p:.2f} (at or above {policy.strong_threshold:g}) for {detail}.")
+            return strong(
+                f"The classifier gives {p:.2f} (at or above {policy.strong_threshold:g}) for {detail}."
+            )
         detail += f"; the classifier gives {p:.2f}, below {policy.strong_threshold:g}"
     return Decision(
         policy.cheap_model,

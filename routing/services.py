@@ -29,7 +29,7 @@ class FineTuneUnavailable(Exception):
 
 
 def finetune_available() -> bool:
-    """Whether chat goes to an external provider with a real key (the embedded llama server cannot fine-tune)."""
+    """Whether chat goes to an external provider with a real key (the local llama server cannot fine-tune)."""
     runtime = getattr(settings, "RUNTIME", None)
     embedded = bool(getattr(runtime, "chat_embedded", True))
     return not embedded and bool(settings.OPENAI_API_KEY) and settings.OPENAI_API_KEY != "local-no-key"

@@ -51,7 +51,9 @@ class Command(BaseCommand):
             "--model", help="Answers made by this model (default: those the router sent to the strong model)."
         )
         parser.add_argument("--start", action="store_true", help="Upload and start a fine-tuning job.")
-        parser.add_argument("--assistant", help="Register the result on this assistant (default: the default).")
+        parser.add_argument(
+            "--assistant", help="Register the result on this assistant (default: the default)."
+        )
         parser.add_argument(
             "--suite", default=evals_services.DEFAULT_SUITE, help="Eval suite that gates the registration."
         )

@@ -35,4 +35,6 @@ class Command(BaseCommand):
         model = training.train(root)
         if not options["dry_run"]:
             Path(options["out"]).write_text(json.dumps(model, indent=2) + "\n", encoding="utf-8")
-        self.stdout.write(json.dumps({"out": None if options["dry_run"] else options["out"], **model["metrics"]}))
+        self.stdout.write(
+            json.dumps({"out": None if options["dry_run"] else options["out"], **model["metrics"]})
+        )
