@@ -21,9 +21,13 @@ from routing.policy import Decision
 logger = logging.getLogger(__name__)
 
 
-def _params(params: provider.ChatParams | None, model: str, decision: Decision) -> provider.ChatParams:
+def _params(
+    params: provider.ChatParams | None, model: str, decision: Decision, *, last: bool
+) -> provider.ChatParams:
+    """The call's parameters for `model`. The policy's timeout is how long to wait before falling
+    back, so the last model, with nothing after it, gets the usual PROVIDER_TIMEOUT."""
     params = params or provider.ChatParams()
-    timeout = params.timeout if params.timeout is not None else decision.timeout
+    timeout = params.timeout if params.timeout is not None else (None if last else decision.timeout)
     return dataclasses.replace(params, model=model, timeout=timeout)
 
 
@@ -44,7 +48,9 @@ def chat_with_fallback(
     models = decision.candidates()
     for index, model in enumerate(models):
         try:
-            result = provider.chat(messages, params=_params(params, model, decision), **kwargs)
+            result = provider.chat(
+                messages, params=_params(params, model, decision, last=index == len(models) - 1), **kwargs
+            )
         except provider.ProviderError as exc:
             if not exc.retryable or index == len(models) - 1:
                 raise
@@ -77,7 +83,9 @@ class FallbackStream:
             streamed = False
             try:
                 for event in provider.chat_stream(
-                    self.messages, params=_params(self.params, model, self.decision), **self.kwargs
+                    self.messages,
+                    params=_params(self.params, model, self.decision, last=index == len(models) - 1),
+                    **self.kwargs,
                 ):
                     if isinstance(event, provider.StreamDelta):
                         streamed = True

@@ -66,6 +66,8 @@ def test_the_last_models_error_propagates(fake_provider: FakeProvider) -> None:
         chat_with_fallback(MESSAGES, decision=DECISION)
 
     assert models_called(fake_provider) == ["small", "large", "backup"]
+    # The policy's timeout is how long to wait before falling back: the last model has the usual one.
+    assert [c["params"].timeout for c in fake_provider.calls] == [7.0, 7.0, None]
 
 
 def test_a_stream_falls_back_before_any_text(fake_provider: FakeProvider) -> None:
