@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from django.conf import settings
 
@@ -24,7 +26,7 @@ def test_a_timed_out_model_falls_back_and_the_stream_completes() -> None:
     decision = route_decide(assistant=assistant, question="What is a licence?", retrieval_score=0.9)
     assert decision.route == "cheap" and decision.fallbacks == ("the-same-server",)
     # The first attempt cannot answer in a millisecond: it times out and the next model answers.
-    decision = type(decision)(**{**decision.__dict__, "timeout": 0.001, "fallbacks": (settings.CHAT_MODEL,)})
+    decision = dataclasses.replace(decision, timeout=0.001, fallbacks=(settings.CHAT_MODEL,))
 
     stream = stream_with_fallback(
         [{"role": "user", "content": "Say hello in one word."}],
