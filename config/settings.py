@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "guardrails",
     "evals",
     "review",
+    "routing",
 ]
 
 MIDDLEWARE = [

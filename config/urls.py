@@ -11,6 +11,7 @@ urlpatterns = [
     path("knowledge/", include("knowledge.urls")),
     path("evals/", include("evals.urls")),
     path("review/", include("review.urls")),
+    path("routing/", include("routing.urls")),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -378,3 +378,63 @@ def served_models(kind: Literal["chat", "embeddings"]) -> list[str]:
     except openai.OpenAIError as exc:
         raise _translate(exc, kind) from exc
     return [item.id for item in page.data]
+
+
+# --- fine-tuning (routing's distillation; OpenAI only) -------------------------------------
+
+
+@dataclass(frozen=True)
+class FineTuneStatus:
+    id: str
+    status: str  # validating_files, queued, running, succeeded, failed, cancelled
+    model: str
+    fine_tuned_model: str | None = None
+    error: str = ""
+    trained_tokens: int | None = None
+
+
+def finetune_file_upload(content: bytes, *, filename: str) -> str:
+    """Upload JSONL training data for fine-tuning; returns the provider's file id."""
+    try:
+        uploaded = chat_client().files.create(file=(filename, content), purpose="fine-tune")
+    except openai.OpenAIError as exc:
+        raise _translate(exc, "fine-tuning") from exc
+    return str(uploaded.id)
+
+
+def _finetune_status(job: Any) -> FineTuneStatus:
+    error = getattr(job, "error", None)
+    message = str(getattr(error, "message", "") or "") if error else ""
+    return FineTuneStatus(
+        id=str(job.id),
+        status=str(job.status),
+        model=str(job.model),
+        fine_tuned_model=getattr(job, "fine_tuned_model", None),
+        error=message,
+        trained_tokens=getattr(job, "trained_tokens", None),
+    )
+
+
+def finetune_start(
+    *, training_file: str, validation_file: str | None, model: str, suffix: str = ""
+) -> FineTuneStatus:
+    """Start a fine-tuning job on uploaded files."""
+    extra: dict[str, Any] = {}
+    if validation_file:
+        extra["validation_file"] = validation_file
+    if suffix:
+        extra["suffix"] = suffix[:40]
+    try:
+        job = chat_client().fine_tuning.jobs.create(training_file=training_file, model=model, **extra)
+    except openai.OpenAIError as exc:
+        raise _translate(exc, "fine-tuning") from exc
+    return _finetune_status(job)
+
+
+def finetune_retrieve(job_id: str) -> FineTuneStatus:
+    """The current state of a fine-tuning job."""
+    try:
+        job = chat_client().fine_tuning.jobs.retrieve(job_id)
+    except openai.OpenAIError as exc:
+        raise _translate(exc, "fine-tuning") from exc
+    return _finetune_status(job)
