@@ -127,9 +127,12 @@ def test_valid_answer_is_cited_grounded_streamed_and_recorded(
             "filename": "expense-policy.md",
             "page": None,
             "heading": chunk.heading,
-            "quote": chunk.text,
+            # The sentence that supports the claim, not the whole chunk.
+            "quote": "Expense reports are due on the 5th of each month.",
+            "quarantined": False,
         }
     ]
+    assert chunk.text.startswith("Expense reports are due") and chunk.text != answer.citations[0]["quote"]
     assert answer.grounded is True
     assert answer.grounding["grounded"] is True and answer.grounding["score"] == 1.0
     assert not answer.flagged and not answer.abstained and not answer.fallback and not answer.repaired
