@@ -125,12 +125,16 @@ QUOTE_CHARS = 600
 def claims_citing(answer: str, number: int) -> list[str]:
     """The sentences of `answer` that cite source `number`; all of them when none cites any source."""
     sentences = [p.strip() for p in SENTENCE.split(answer.strip()) if p.strip()]
+
+    def bare(sentence: str) -> str:
+        return re.sub(r"\s+([.!?,;:])", r"\1", CITATION_MARK.sub("", sentence)).strip()
+
     marked = [s for s in sentences if number in cited_numbers(s)]
     if marked:
-        return [CITATION_MARK.sub("", s).strip() for s in marked]
+        return [bare(s) for s in marked]
     if any(cited_numbers(s) for s in sentences):
         return []  # other sentences cite other sources; nothing here names this one
-    return [CITATION_MARK.sub("", s).strip() for s in sentences]
+    return [bare(s) for s in sentences]
 
 
 def supporting_quote(claims: list[str], source: str, *, limit: int = QUOTE_CHARS) -> str:

@@ -563,15 +563,18 @@ def check_input(
         if final == "allow":
             offered = rewrite.without_injection(safe_text)
             final = "rewrite" if offered else "block"
-    if flags.get("off_topic"):
-        categories.append("off_topic")
-        final, offered = "block", None
     if pii_categories:
         categories.extend(pii_categories)
         if config.pii_action == "block":
             final, offered = "block", None
         elif config.pii_action == "rewrite" and final == "allow":
             final, offered = "rewrite", safe_text
+    if flags.get("off_topic"):
+        categories.append("off_topic")
+        # Off topic is a weak signal: a safe version already on offer stays offered (it is
+        # judged again when sent); otherwise the request is refused.
+        if final != "rewrite":
+            final, offered = "block", None
     if final == "block":
         offered = None
     elif final == "rewrite" and offered is not None:
