@@ -5,8 +5,8 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -35,7 +35,10 @@ def pretty_json(value: object) -> SafeString:
 class AssistantForm(ModelForm[Assistant]):
     class Meta:
         model = Assistant
-        fields = "__all__"
+        fields = [
+            *("name", "scope", "collections", "is_default", "prompt", "model", "temperature", "top_p"),
+            *("seed", "max_tokens", "top_k", "min_similarity", "tools_enabled", "guardrails", "routing"),
+        ]
 
     def clean_guardrails(self) -> dict[str, Any]:
         """Settings the pipeline can read, or a form error saying which one is wrong (never a 500)."""

@@ -307,7 +307,7 @@ def test_an_abstained_answer_is_grey_and_says_not_found(
     assert "Not found in your knowledge." in html
     # Outside the assistant's stated scope too: the reason says so.
     assert "outside what this assistant is for" in html
-    assert "class=\"guard" not in html  # a plain abstention, not a guardrail stop
+    assert 'class="guard' not in html  # a plain abstention, not a guardrail stop
     assert fake_provider.calls == []
 
 

@@ -184,7 +184,10 @@ def test_closing_the_stream_early_keeps_the_partial_text(
     pending.refresh_from_db()
     assert pending.status == "stopped"
     assert pending.content == "".join(written)
-    assert pending.content == "Expense reports are due on the 5th of each month. Submit them in the finance portal. "
+    assert (
+        pending.content
+        == "Expense reports are due on the 5th of each month. Submit them in the finance portal. "
+    )
     assert not Answer.objects.exists()
     assert services.message_retry(message=pending) is True
 
