@@ -147,7 +147,9 @@ def test_completion_is_the_saved_answer_with_its_citations(
         "suggestions",
         "prompt_version",
         "latency_ms",
+        "guardrails",
     }
+    assert extra["guardrails"]["input_action"] == "allow" and extra["guardrails"]["output"]
     assert extra["abstained"] is False
     assert extra["grounded"] is True
     assert extra["confidence"] == 0.9
