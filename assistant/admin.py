@@ -5,6 +5,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -14,6 +15,7 @@ from django.utils.safestring import SafeString
 
 from assistant import services
 from assistant.models import Answer, ApiToken, Assistant, Feedback, Flag, PromptTemplate
+from guardrails.checks import GuardConfig
 
 
 class ReadOnlyAdmin(admin.ModelAdmin[Any]):
@@ -30,8 +32,27 @@ def pretty_json(value: object) -> SafeString:
     return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', json.dumps(value, indent=2))
 
 
+class AssistantForm(ModelForm[Assistant]):
+    class Meta:
+        model = Assistant
+        fields = [
+            *("name", "scope", "collections", "is_default", "prompt", "model", "temperature", "top_p"),
+            *("seed", "max_tokens", "top_k", "min_similarity", "tools_enabled", "guardrails", "routing"),
+        ]
+
+    def clean_guardrails(self) -> dict[str, Any]:
+        """Settings the pipeline can read, or a form error saying which one is wrong (never a 500)."""
+        value = self.cleaned_data.get("guardrails") or {}
+        try:
+            GuardConfig.from_dict(value)
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from exc
+        return dict(value)
+
+
 @admin.register(Assistant)
 class AssistantAdmin(admin.ModelAdmin[Assistant]):
+    form = AssistantForm
     list_display = ["name", "is_default", "prompt", "chat_model", "temperature", "top_p", "seed", "top_k"]
     list_select_related = ["prompt"]
     search_fields = ["name", "scope"]
@@ -46,6 +67,15 @@ class AssistantAdmin(admin.ModelAdmin[Assistant]):
             },
         ),
         ("Retrieval", {"fields": ["top_k", "min_similarity", "tools_enabled"]}),
+        (
+            "Guardrails",
+            {
+                "description": "A JSON object of guardrails.checks.GuardConfig settings; {} is the defaults. "
+                'For example {"topic": false, "pii_action": "redact"}. Defaults: '
+                + ", ".join(f"{k}={json.dumps(v)}" for k, v in GuardConfig().as_dict().items()),
+                "fields": ["guardrails"],
+            },
+        ),
     ]
 
     @admin.display(description="Model")

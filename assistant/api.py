@@ -299,8 +299,13 @@ def chat_completion(answer: Answer, model: str) -> JsonObject:
             }
         ],
         "usage": _usage(answer),
-        "groundwork": serializers.answer_summary(answer),
+        "groundwork": groundwork(answer),
     }
+
+
+def groundwork(answer: Answer) -> JsonObject:
+    """The `groundwork` extra field: the answer's summary and its guardrail verdicts."""
+    return {**serializers.answer_summary(answer), "guardrails": answer.guardrails}
 
 
 @api_view("POST")
@@ -422,7 +427,7 @@ class ChunkWriter:
         if rest:
             yield self.delta({"content": rest})
         fingerprint = answer.system_fingerprint or None
-        summary = serializers.answer_summary(answer)
+        summary = groundwork(answer)
         yield self.delta({}, "stop", system_fingerprint=fingerprint, groundwork=summary)
         if self.include_usage:  # as OpenAI does: one more chunk, without choices
             yield self._event([], system_fingerprint=fingerprint, usage=_usage(answer))

@@ -114,3 +114,54 @@ def check(answer: str, sources: list[str]) -> Grounding:
         checked.append(Claim(claim, round(support, 3), supported, missing + missing_numbers))
     score = sum(c.supported for c in checked) / len(checked) if checked else 1.0
     return Grounding(grounded=all(c.supported for c in checked), score=score, claims=checked)
+
+
+# --- quotes ----------------------------------------------------------------------------------
+
+SOURCE_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|$)", re.MULTILINE)
+QUOTE_CHARS = 600
+
+
+def claims_citing(answer: str, number: int) -> list[str]:
+    """The sentences of `answer` that cite source `number`; all of them when none cites any source."""
+    sentences = [p.strip() for p in SENTENCE.split(answer.strip()) if p.strip()]
+
+    def bare(sentence: str) -> str:
+        return re.sub(r"\s+([.!?,;:])", r"\1", CITATION_MARK.sub("", sentence)).strip()
+
+    marked = [s for s in sentences if number in cited_numbers(s)]
+    if marked:
+        return [bare(s) for s in marked]
+    if any(cited_numbers(s) for s in sentences):
+        return []  # other sentences cite other sources; nothing here names this one
+    return [bare(s) for s in sentences]
+
+
+def supporting_quote(claims: list[str], source: str, *, limit: int = QUOTE_CHARS) -> str:
+    """The sentence(s) of `source` that support `claims`, as an exact substring of `source`.
+
+    Each claim picks the source sentence sharing the most of its content words (and numbers);
+    the quote runs from the first to the last picked sentence when that fits in `limit`, else it
+    is the best one. Without any overlap, the start of the source.
+    """
+    spans = [(m.start(), m.end()) for m in SOURCE_SENTENCE.finditer(source) if WORD.search(m.group(0))]
+    words = [content_words(source[a:b]) | set(NUMBER.findall(source[a:b])) for a, b in spans]
+    picked: list[tuple[float, int]] = []
+    for claim in claims:
+        wanted = content_words(claim) | set(NUMBER.findall(claim))
+        if not wanted:
+            continue
+        scored = [(len(wanted & have) / len(wanted), -i) for i, have in enumerate(words)]
+        if scored:
+            share, index = max(scored)
+            if share >= 0.3:
+                picked.append((share, -index))
+    if not picked:
+        return source[:limit].strip()
+    indexes = sorted({i for _, i in picked})
+    start, end = spans[indexes[0]][0], spans[indexes[-1]][1]
+    if end - start > limit:
+        best = max(picked)[1]
+        start, end = spans[best]
+    quote = source[start:end].strip()
+    return quote[:limit]

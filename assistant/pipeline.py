@@ -23,6 +23,16 @@ from assistant import grounding
 from assistant.models import Answer, Assistant, PromptTemplate
 from assistant.prompts import ANSWER_SCHEMA, REPAIR_INSTRUCTIONS, AnswerPayload
 from gateway import provider
+from guardrails import pii
+from guardrails.checks import (
+    GuardConfig,
+    InputResult,
+    check_chunk,
+    check_input,
+    check_output,
+    output_stream_redactor,
+    provider_text,
+)
 from knowledge import selectors as knowledge
 
 logger = logging.getLogger(__name__)
@@ -34,7 +44,17 @@ FALLBACK_TEXT = (
     "Try rephrasing the question, or open the sources below."
 )
 NOT_FOUND_TEXT = "I could not find this in your knowledge base."
+REWRITE_TEXT = "I can't answer this as it is asked. You can send the safer version below, or edit it first."
+BLOCK_TEXT = "I can't help with this request."
+WITHHELD_TEXT = (
+    "The answer was withheld by a safety check, and staff have been asked to review it. "
+    "Open the sources below to read what was found."
+)
+MAX_REWRITE_CHARS = 500  # Answer.rewrite's length
 WEAK_RETRIEVAL_REASON = "Nothing in the knowledge you can read matches this question closely enough."
+OFF_TOPIC_REASON = (
+    "The question is outside what this assistant is for, and nothing in your knowledge matches it."
+)
 VAGUE = re.compile(
     r"^(tell me( more)?|more|explain( it| this)?|what about (it|this|that)|help|why|how)\??$", re.I
 )
@@ -123,6 +143,7 @@ class Source:
     vector_score: float | None = None
     keyword_score: float | None = None
     via_tool: bool = False
+    quarantined: bool = False  # it held instructions to an AI: they were cut out of `text`
 
     def prompt_block(self) -> str:
         where = ", ".join(
@@ -139,6 +160,7 @@ class Source:
             "vector_score": self.vector_score,
             "keyword_score": self.keyword_score,
             "via_tool": self.via_tool,
+            "quarantined": self.quarantined,
         }
 
 
@@ -158,6 +180,9 @@ class Turn:
     fingerprint: str = ""
     raw: str = ""
     repaired: bool = False
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    verdicts: dict[str, Any] = field(default_factory=lambda: {"input": [], "chunks": [], "output": []})
+    query_vector: list[float] | None = None
 
 
 def validate_question(text: str) -> str:
@@ -206,16 +231,58 @@ def retrieval_query(question: str, history: list[tuple[str, str]]) -> str:
     return question
 
 
+def _embed_question(turn: Turn) -> None:
+    """Embed the (redacted) question once: retrieval and the input checks share the vector."""
+    started = time.perf_counter()
+    turn.query_vector = provider.embed([turn.question], kind="query").vectors[0]
+    turn.latency["embedding"] = round((time.perf_counter() - started) * 1000, 1)
+
+
+def _query_vector_for(turn: Turn, query: str) -> list[float] | None:
+    """The question's vector when `query` is the question itself (None: a follow-up, embed it)."""
+    return turn.query_vector if query == turn.question else None
+
+
 def _retrieve(turn: Turn) -> None:
     started = time.perf_counter()
+    query = retrieval_query(turn.question, turn.history)
     hits = knowledge.search(
         turn.user,
-        retrieval_query(turn.question, turn.history),
+        query,
         turn.assistant.top_k,
         _collections(turn.assistant),
+        query_vector=_query_vector_for(turn, query),
     )
-    turn.sources = _sources_from_hits(hits, 1)
+    turn.sources = _guard_sources(turn, _sources_from_hits(hits, 1))
     turn.latency["retrieval"] = round((time.perf_counter() - started) * 1000, 1)
+
+
+def _guard_sources(turn: Turn, sources: list[Source]) -> list[Source]:
+    """Retrieved text is data, never instructions: a chunk addressed to an AI is neutralised.
+
+    The neutralised text replaces the chunk's in the prompt; the source is marked quarantined
+    in the trace and in its citation, and every chunk's verdict is recorded.
+    """
+    if not turn.guard.injection:
+        return sources
+    for source in sources:
+        started = time.perf_counter()
+        verdict = check_chunk(source.text)
+        if verdict.is_injection:
+            source.text = verdict.neutralised_text
+            source.quarantined = True
+        turn.verdicts["chunks"].append(
+            {
+                "check": "injection",
+                "n": source.number,
+                "chunk_id": source.chunk_id,
+                "action": "quarantine" if verdict.is_injection else "allow",
+                "score": round(verdict.score, 4),
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "rules": list(verdict.rules),
+            }
+        )
+    return sources
 
 
 def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
@@ -233,15 +300,119 @@ def _retrieve_pinned(turn: Turn, chunk_ids: list[int]) -> None:
     started = time.perf_counter()
     hits = knowledge.hits_for_chunks(turn.user, chunk_ids)
     if hits:
-        vector = provider.embed([retrieval_query(turn.question, turn.history)], kind="query").vectors[0]
+        query = retrieval_query(turn.question, turn.history)
+        vector = _query_vector_for(turn, query) or provider.embed([query], kind="query").vectors[0]
         hits = [dataclasses.replace(hit, vector_score=_cosine(vector, hit.chunk.embedding)) for hit in hits]
-    turn.sources = _sources_from_hits(hits, 1)
+    turn.sources = _guard_sources(turn, _sources_from_hits(hits, 1))
     turn.latency["retrieval"] = round((time.perf_counter() - started) * 1000, 1)
 
 
+def best_vector_score(turn: Turn) -> float:
+    return max((s.vector_score or 0.0 for s in turn.sources), default=0.0)
+
+
 def retrieval_is_weak(turn: Turn) -> bool:
-    best = max((s.vector_score or 0.0 for s in turn.sources), default=0.0)
-    return not turn.sources or best < turn.assistant.min_similarity
+    return not turn.sources or best_vector_score(turn) < turn.assistant.min_similarity
+
+
+# --- guardrails ----------------------------------------------------------------------------
+
+
+def guard_config(assistant: Assistant) -> GuardConfig:
+    """The assistant's guardrail settings; stored settings that no longer parse fall back to the defaults.
+
+    The admin form refuses bad settings, so this only happens to rows written another way.
+    """
+    try:
+        return GuardConfig.from_dict(assistant.guardrails or None)
+    except ValueError as exc:
+        logger.warning("assistant %s has unusable guardrail settings (%s): defaults used", assistant.pk, exc)
+        return GuardConfig()
+
+
+def _scope_text(assistant: Assistant) -> str:
+    """What the assistant is for: its stated scope and the descriptions of its collections."""
+    descriptions = [d for d in assistant.collections.values_list("description", flat=True) if d.strip()]
+    return "\n".join([assistant.scope, *descriptions]).strip()
+
+
+def _check_input(turn: Turn, original: str) -> InputResult:
+    """The input checks on the user's message, reusing the question's vector and retrieval's best match.
+
+    A question the knowledge base answers (a match at or above the assistant's own
+    `min_similarity`, calibrated for its embedding model) is on topic by definition, so the
+    scope check runs only for the others.
+    """
+    scope = "" if not retrieval_is_weak(turn) else _scope_text(turn.assistant)
+    result = check_input(
+        original,
+        scope=scope,
+        query_vector=turn.query_vector,
+        retrieval_score=best_vector_score(turn) if turn.sources else None,
+        config=turn.guard,
+    )
+    turn.verdicts["input"] = [v.as_json() for v in result.verdicts]
+    turn.verdicts["input_action"] = result.action
+    turn.verdicts["categories"] = list(result.categories)
+    turn.latency["guard_input"] = round(result.latency_ms, 1)
+    return result
+
+
+def _only_personal_data(result: InputResult) -> bool:
+    return bool(result.categories) and all(c.startswith("pii:") for c in result.categories)
+
+
+def _stopped_by_input(turn: Turn, result: InputResult) -> Answer | None:
+    """The abstention for a message the input checks stopped, or None to answer it (redacted).
+
+    A safe rewrite is offered, editable, whenever one exists; only a request with none is refused.
+    """
+    if result.allowed or result.categories == ["off_topic"]:
+        # Off topic alone coincides with weak retrieval (see _check_input): the not-found
+        # abstention says why and still offers a more specific question and suggestions.
+        return None
+    offered = (result.rewrite or "").strip()
+    if result.action == "rewrite" and _only_personal_data(result) and len(offered) > MAX_REWRITE_CHARS:
+        # Too long to offer back: answer the redacted text, as pii_action "redact" would.
+        turn.verdicts["input_action"] = "redact"
+        return None
+    if len(offered) > MAX_REWRITE_CHARS:
+        offered = offered[: MAX_REWRITE_CHARS - 1].rsplit(" ", 1)[0] + "…"
+    reason = result.reason or "A safety check stopped this message."
+    text = f"{REWRITE_TEXT if offered else BLOCK_TEXT} {reason}"
+    if offered:
+        text += f"\n\nA safer version: “{offered}”"
+    return _record(
+        turn,
+        text=text,
+        abstained=True,
+        abstain_reason=_shorten(reason, 200),
+        confidence=0.0,
+        rewrite=offered,
+    )
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rsplit(" ", 1)[0] + "…"
+
+
+def _redact(text: str, config: GuardConfig) -> str:
+    """Personal data out of text that is stored (raw output, grounding claims)."""
+    return pii.redact(text, config.pii_kinds).text if config.pii else text
+
+
+def _check_output(turn: Turn, text: str) -> tuple[str, str]:
+    """The answer text to show, and the output action (allow, rewrite or block)."""
+    result = check_output(text, system_prompt=_messages(turn)[0]["content"], config=turn.guard)
+    turn.verdicts["output"] = [v.as_json() for v in result.verdicts]
+    turn.verdicts["output_action"] = result.action
+    turn.verdicts["output_categories"] = list(result.categories)
+    if result.reason:
+        turn.verdicts["output_reason"] = result.reason
+    turn.latency["guard_output"] = round(result.latency_ms, 1)
+    if result.action == "block":
+        return WITHHELD_TEXT, "block"
+    return result.text, result.action
 
 
 class _Placeholders(dict[str, str]):
@@ -328,7 +499,7 @@ def _run_tool(turn: Turn, name: str, arguments: dict[str, Any]) -> str:
             return f"The search failed: {exc}"
         known = {s.chunk_id for s in turn.sources}
         fresh = [h for h in hits if h.chunk.pk not in known]
-        added = _sources_from_hits(fresh, len(turn.sources) + 1, via_tool=True)
+        added = _guard_sources(turn, _sources_from_hits(fresh, len(turn.sources) + 1, via_tool=True))
         turn.sources.extend(added)
         return "\n\n".join(s.prompt_block() for s in added) or "No further passages found."
     if name == "document_info":
@@ -567,16 +738,20 @@ def _record(turn: Turn, **fields: Any) -> Answer:
         system_fingerprint=turn.fingerprint,
         retrieved=[s.trace() for s in turn.sources],
         tool_calls=turn.tool_calls,
-        raw_output=turn.raw[:20000],
+        raw_output=_redact(turn.raw[:20000], turn.guard),
         repaired=turn.repaired,
         prompt_tokens=turn.usage.prompt_tokens,
         completion_tokens=turn.usage.completion_tokens,
         latency_ms=turn.latency,
+        guardrails=turn.verdicts,
         **fields,
     )
 
 
-def citation_records(sources: Sequence[Source], numbers: Sequence[int]) -> list[dict[str, Any]]:
+def citation_records(
+    sources: Sequence[Source], numbers: Sequence[int], answer: str = ""
+) -> list[dict[str, Any]]:
+    """The cited sources, each with the sentence(s) that support the answer's claims as its quote."""
     by_number = {s.number: s for s in sources}
     records = []
     for n in dict.fromkeys(numbers):
@@ -592,7 +767,8 @@ def citation_records(sources: Sequence[Source], numbers: Sequence[int]) -> list[
                 "filename": source.filename,
                 "page": source.page,
                 "heading": source.heading,
-                "quote": source.text[:600],
+                "quote": grounding.supporting_quote(grounding.claims_citing(answer, n), source.text),
+                "quarantined": source.quarantined,
             }
         )
     return records
@@ -611,30 +787,51 @@ def answer_events(
 
     The Answer in Done is not saved: the caller attaches it to its message and saves it.
     ProviderError propagates when the model cannot be reached (the caller offers a retry).
+
+    Guardrails: from here on only the normalised, redacted question (and history) is used, so
+    personal data reaches neither provider nor the Answer; the user's own message keeps the
+    original. A message the input checks stop gets an abstention with the reason and a safe
+    rewrite, without a chat call; retrieved chunks holding instructions are neutralised; the
+    answer is redacted as it streams and checked as a whole at the end.
     """
     began = time.perf_counter()
+    original = validate_question(question)
+    rules = guard_config(assistant)
+    redacted = provider_text(original, rules).strip()
+    if not redacted:
+        raise QuestionRejected("Type a question first.")
     turn = Turn(
         assistant=assistant,
         user=user,
-        question=validate_question(question),
-        history=history or [],
+        question=redacted,
+        history=[(provider_text(q, rules), provider_text(a, rules)) for q, a in history or []],
         config=config or Settings.of(assistant),
+        guard=rules,
     )
     yield Stage("retrieving")
+    _embed_question(turn)
     if pinned_chunk_ids is not None:
         _retrieve_pinned(turn, pinned_chunk_ids)
     else:
         _retrieve(turn)
 
+    stopped = _stopped_by_input(turn, _check_input(turn, original))
+    if stopped is not None:
+        turn.latency["total"] = round((time.perf_counter() - began) * 1000, 1)
+        yield Delta(stopped.text)
+        yield Done(stopped)
+        return
+
     if retrieval_is_weak(turn):
         turn.latency["total"] = round((time.perf_counter() - began) * 1000, 1)
+        off_topic = "off_topic" in turn.verdicts.get("categories", [])
         yield Delta(NOT_FOUND_TEXT)
         yield Done(
             _record(
                 turn,
                 text=NOT_FOUND_TEXT,
                 abstained=True,
-                abstain_reason=WEAK_RETRIEVAL_REASON,
+                abstain_reason=OFF_TOPIC_REASON if off_topic else WEAK_RETRIEVAL_REASON,
                 confidence=0.0,
                 rewrite=vague_rewrite(turn.question, turn.sources),
                 suggestions=suggestions_from_sources(turn.sources, turn.question),
@@ -649,16 +846,21 @@ def answer_events(
     yield Stage("thinking")
     started = time.perf_counter()
     field_stream = AnswerFieldStream()
+    # Personal data and secrets are cut out sentence by sentence, before the browser sees them.
+    redactor = output_stream_redactor(turn.guard)
     result: provider.ChatResult | None = None
     for event in provider.chat_stream(
         _messages(turn), params=turn.config.params(), json_schema=ANSWER_SCHEMA
     ):
         if isinstance(event, provider.StreamDelta):
-            text = field_stream.feed(event.text)
+            text = redactor.feed(field_stream.feed(event.text))
             if text:
                 yield Delta(text)
         else:
             result = event
+    rest = redactor.flush()
+    if rest:
+        yield Delta(rest)
     assert result is not None
     turn.latency["model"] = round((time.perf_counter() - started) * 1000, 1)
     turn.usage = turn.usage + result.usage
@@ -693,36 +895,50 @@ def answer_events(
     text = payload.answer.strip()
     if not grounding.WORD.search(grounding.CITATION_MARK.sub("", text)):
         text = ""  # punctuation and marks alone (",, [1]") are no answer, and have no claim to check
+    suggestions = [
+        _redact(s, turn.guard)
+        for s in _clean_suggestions(payload.follow_ups, turn.question)
+        or suggestions_from_sources(turn.sources, turn.question)
+    ]
     if payload.not_found or not text:
+        shown, action = _check_output(turn, text) if text else (text, "allow")
         yield Done(
             _record(
                 turn,
-                text=text or NOT_FOUND_TEXT,
+                text=shown or NOT_FOUND_TEXT,
                 abstained=True,
                 abstain_reason="The model found no answer in the sources.",
                 confidence=payload.confidence,
+                flagged=action == "block",
                 rewrite=vague_rewrite(turn.question, turn.sources),
-                suggestions=_clean_suggestions(payload.follow_ups, turn.question)
-                or suggestions_from_sources(turn.sources, turn.question),
+                suggestions=suggestions,
             )
         )
         return
 
+    shown, action = _check_output(turn, text)
     cited = [s for s in turn.sources if s.number in set(payload.citations)]
-    # The model saw each source's title and heading with its text, and may use their words.
+    # The model saw each source's title and heading with its text, and may use their words. The
+    # model's own words are checked; what is stored of them is redacted like the answer.
     check = grounding.check(text, [f"{s.title}\n{s.heading}\n{s.text}" for s in cited])
-    suggestions = _clean_suggestions(payload.follow_ups, turn.question) or suggestions_from_sources(
-        turn.sources, turn.question
+    stored = dataclasses.replace(
+        check,
+        claims=[
+            dataclasses.replace(
+                c, text=_redact(c.text, turn.guard), missing=[_redact(w, turn.guard) for w in c.missing]
+            )
+            for c in check.claims
+        ],
     )
     yield Done(
         _record(
             turn,
-            text=text,
-            citations=citation_records(turn.sources, payload.citations),
+            text=shown,
+            citations=citation_records(turn.sources, payload.citations, text),
             confidence=payload.confidence,
             grounded=check.grounded,
-            grounding=check.as_json(),
-            flagged=not check.grounded,
+            grounding=stored.as_json(),
+            flagged=action == "block" or not check.grounded,
             suggestions=suggestions,
             rewrite=vague_rewrite(turn.question, turn.sources),
         )

@@ -249,7 +249,18 @@ def _answer_save(*, message: Message, answer: Answer) -> bool:
 
 
 def _flag_automatically(answer: Answer) -> None:
-    """Answers that failed the grounding check, or fell back, go to the staff review queue."""
+    """Answers that failed the grounding check, fell back, or were withheld by a guardrail go to review."""
+    verdicts = answer.guardrails if isinstance(answer.guardrails, dict) else {}
+    if answer.flagged and verdicts.get("output_action") == "block":
+        categories = ", ".join(verdicts.get("output_categories") or []) or "output check"
+        Flag.objects.create(
+            answer=answer,
+            category=Flag.Category.HARMFUL,
+            source=Flag.Source.GUARDRAIL,
+            note=f"Automatic: the answer was withheld by a guardrail ({categories}). "
+            f"{verdicts.get('output_reason', '')}".strip(),
+        )
+        return
     if answer.flagged:
         reason = (
             "the model's output was unusable."

@@ -50,6 +50,26 @@ class ChatRequest(HttpRequest):
 
 
 @dataclass(frozen=True)
+class Stop:
+    """A message the input guardrails stopped: why, and the safe version offered (if any)."""
+
+    reason: str
+    rewrite: str
+    categories: list[str]
+
+
+def guard_stop(answer: Answer) -> Stop | None:
+    """How the guardrails stopped this answer's question, or None when they let it through."""
+    verdicts = answer.guardrails if isinstance(answer.guardrails, dict) else {}
+    if not answer.abstained or verdicts.get("input_action") not in {"rewrite", "block"}:
+        return None
+    categories = [str(c) for c in verdicts.get("categories") or [] if c != "off_topic"]
+    if not categories:
+        return None
+    return Stop(reason=answer.abstain_reason, rewrite=answer.rewrite, categories=categories)
+
+
+@dataclass(frozen=True)
 class Shown:
     """One message as the page shows it, with its answer's rendered text."""
 
@@ -58,6 +78,7 @@ class Shown:
     html: SafeString
     unsupported: list[str] = field(default_factory=list)
     timing: str = ""
+    guard: Stop | None = None
     rating: int | None = None
 
 
@@ -97,6 +118,7 @@ def _shown(message: Message, ratings: Mapping[int, int] | None = None) -> Shown:
         ],
         timing=_timing(answer.latency_ms if isinstance(answer.latency_ms, dict) else {}),
         rating=(ratings or {}).get(answer.pk),
+        guard=guard_stop(answer),
     )
 
 

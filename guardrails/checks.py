@@ -286,6 +286,17 @@ def sanitize(text: str, config: GuardConfig | None = None) -> str:
     return pii.redact(normalized.text, config.pii_kinds).text if config.pii else normalized.text
 
 
+def provider_text(text: str, config: GuardConfig | None = None) -> str:
+    """Exactly the form of `text` that `check_input` returns as `InputResult.text`.
+
+    `sanitize` plus base64 segments that hide personal data: what the answer pipeline embeds
+    before the checks run, so that nothing personal reaches the embedding provider either.
+    """
+    config = config or GuardConfig()
+    text = sanitize(text, config)
+    return _hide_encoded_pii(text, config.pii_kinds)[0] if config.pii else text
+
+
 def _hide_encoded_pii(text: str, kinds: Sequence[str]) -> tuple[str, int]:
     """Base64 segments whose decoded text holds personal data are replaced whole."""
     count = 0
@@ -552,15 +563,18 @@ def check_input(
         if final == "allow":
             offered = rewrite.without_injection(safe_text)
             final = "rewrite" if offered else "block"
-    if flags.get("off_topic"):
-        categories.append("off_topic")
-        final, offered = "block", None
     if pii_categories:
         categories.extend(pii_categories)
         if config.pii_action == "block":
             final, offered = "block", None
         elif config.pii_action == "rewrite" and final == "allow":
             final, offered = "rewrite", safe_text
+    if flags.get("off_topic"):
+        categories.append("off_topic")
+        # Off topic is a weak signal: a safe version already on offer stays offered (it is
+        # judged again when sent); otherwise the request is refused.
+        if final != "rewrite":
+            final, offered = "block", None
     if final == "block":
         offered = None
     elif final == "rewrite" and offered is not None:

@@ -204,6 +204,11 @@ class StreamRedactor:
     """
 
     MAX_HOLD = 400
+    # Between sentence ends, text is released at a space when at least this much stays behind it
+    # (longer than any spaced token: an IBAN with its spaces is at most 42 characters) and when
+    # redacting both sides apart gives what redacting them together gives, so no token is split.
+    LOOKAHEAD = 48
+    TRIES = 3
 
     def __init__(self, redact: Callable[[str], str]) -> None:
         self._redact = redact
@@ -219,6 +224,8 @@ class StreamRedactor:
         cut = 0
         for match in _SENTENCE_END.finditer(self._buffer):
             cut = match.end()
+        if cut == 0 and len(self._buffer) > self.LOOKAHEAD:
+            cut = self._verified_cut()
         if cut == 0 and len(self._buffer) > self.MAX_HOLD:
             for match in _SAFE_SPACE.finditer(self._buffer, 0, len(self._buffer) - 80):
                 cut = match.end()
@@ -226,6 +233,17 @@ class StreamRedactor:
             return ""
         ready, self._buffer = self._buffer[:cut], self._buffer[cut:]
         return self._redact(ready)
+
+    def _verified_cut(self) -> int:
+        candidates = list(_SAFE_SPACE.finditer(self._buffer, 0, len(self._buffer) - self.LOOKAHEAD))
+        if not candidates:
+            return 0
+        whole = self._redact(self._buffer)
+        for match in reversed(candidates[-self.TRIES :]):
+            head, tail = self._buffer[: match.end()], self._buffer[match.end() :]
+            if self._redact(head) + self._redact(tail) == whole:
+                return match.end()
+        return 0
 
     def flush(self) -> str:
         rest, self._buffer = self._buffer, ""

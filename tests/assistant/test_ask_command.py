@@ -97,7 +97,13 @@ def test_json_has_every_field(policy: Collection, fake_provider: FakeProvider, a
     assert isinstance(record["latency_ms"], float) and record["latency_ms"] == answer.latency_ms["total"]
     assert record["suggestions"] == ["Where do I submit expense reports?"]
     # Filled in by later features; present already so scripts need not change.
-    assert record["cost_usd"] is None and record["cache_hit"] is None and record["guardrails"] is None
+    assert record["cost_usd"] is None and record["cache_hit"] is None
+    # Every guardrail verdict, with its score and latency.
+    assert {v["check"] for v in record["guardrails"]["input"]} >= {"normalize", "pii", "injection", "harm"}
+    assert (
+        record["guardrails"]["input_action"] == "allow" and record["guardrails"]["output_action"] == "allow"
+    )
+    assert all({"score", "latency_ms", "action"} <= set(v) for v in record["guardrails"]["output"])
     assert answer.user == admin_user  # the first superuser, by default
 
 

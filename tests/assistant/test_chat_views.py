@@ -305,7 +305,9 @@ def test_an_abstained_answer_is_grey_and_says_not_found(
 
     assert "state-abstained" in html
     assert "Not found in your knowledge." in html
-    assert "Nothing in the knowledge you can read matches" in html
+    # Outside the assistant's stated scope too: the reason says so.
+    assert "outside what this assistant is for" in html
+    assert 'class="guard' not in html  # a plain abstention, not a guardrail stop
     assert fake_provider.calls == []
 
 

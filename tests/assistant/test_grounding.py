@@ -101,3 +101,12 @@ def test_as_json_lists_each_claim() -> None:
             "missing": ["bitcoin", "manager", "reimburs", "traveller"],
         }
     ]
+
+
+def test_the_supporting_quote_is_the_matching_sentence_of_the_source() -> None:
+    source = "Expense reports are due on the 5th.\nMeals are paid up to 40 euros a day. Taxis are not."
+    claims = grounding.claims_citing("Meals are paid up to 40 euros [2]. Reports are due on the 5th [1].", 2)
+    assert claims == ["Meals are paid up to 40 euros."]
+    assert grounding.supporting_quote(claims, source) == "Meals are paid up to 40 euros a day."
+    # No overlap at all: the start of the source.
+    assert grounding.supporting_quote(["Bicycles are green."], source) == source[:600].strip()

@@ -127,9 +127,12 @@ def test_valid_answer_is_cited_grounded_streamed_and_recorded(
             "filename": "expense-policy.md",
             "page": None,
             "heading": chunk.heading,
-            "quote": chunk.text,
+            # The sentence that supports the claim, not the whole chunk.
+            "quote": "Expense reports are due on the 5th of each month.",
+            "quarantined": False,
         }
     ]
+    assert chunk.text.startswith("Expense reports are due") and chunk.text != answer.citations[0]["quote"]
     assert answer.grounded is True
     assert answer.grounding["grounded"] is True and answer.grounding["score"] == 1.0
     assert not answer.flagged and not answer.abstained and not answer.fallback and not answer.repaired
@@ -262,11 +265,17 @@ def test_weak_retrieval_abstains_without_a_model_call(
     assert fake_provider.calls == []
     answer = events[-1].answer  # type: ignore[union-attr]
     assert answer.abstained is True and answer.text == pipeline.NOT_FOUND_TEXT
-    assert answer.abstain_reason == pipeline.WEAK_RETRIEVAL_REASON
+    # Far from the assistant's scope as well: the reason says it is off topic.
+    assert answer.abstain_reason == pipeline.OFF_TOPIC_REASON
+    assert "off_topic" in answer.guardrails["categories"]
     assert [e.text for e in events if isinstance(e, pipeline.Delta)] == [pipeline.NOT_FOUND_TEXT]
     assert answer.retrieved  # what was found, and how weakly, stays in the trace
     assert answer.retrieved[0]["vector_score"] < assistant.min_similarity
     assert answer.prompt_tokens == 0 and answer.confidence == 0.0 and answer.state == "abstained"
+
+    assistant.guardrails = {"topic": False}
+    unscoped = pipeline.run_to_answer(assistant=assistant, user=member, question=OFF_TOPIC)
+    assert unscoped.abstain_reason == pipeline.WEAK_RETRIEVAL_REASON and fake_provider.calls == []
 
 
 def test_nothing_readable_abstains_without_a_model_call(
