@@ -1,9 +1,10 @@
 """Distillation data: good strong-model answers as OpenAI chat-format fine-tuning examples.
 
-An answer qualifies when it was grounded and not flagged, abstained, a fallback or a cache hit;
-came from the strong model (its routing decision said "strong", or it names the model asked
-for); and people rated it up (net Feedback rating at least `min_rating`) or staff approved it
-in the review queue (the `review` app's `approved_answer_ids()`, when that app is installed).
+An answer qualifies when it came from the strong model (its routing decision said "strong", or
+it names the model asked for) and either people rated it up (net Feedback rating at least
+`min_rating`) while it was grounded and not flagged, abstained, a fallback or a cache hit, or
+staff approved it in the review queue (which overrides the automatic flag that sent it there).
+A staff correction is an example whatever model answered: its target is the corrected text.
 
 Each example is rebuilt as the model saw it: the answer's prompt version, its conversation
 history, and its retrieved chunks read back through the knowledge selectors with the asker's
@@ -14,32 +15,20 @@ can no longer be shown truthfully. The target is the JSON the pipeline asks the 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from django.db.models import Q, QuerySet, Sum
 
-from assistant import pipeline
+from assistant import grounding, pipeline
 from assistant import services as assistant_services
 from assistant.models import Answer
 from assistant.prompts import AnswerPayload
 from knowledge import selectors as knowledge
+from review import selectors as review
 
 SPLIT_SALT = "groundwork-finetune-v1"
-
-
-def review_approved_ids() -> tuple[set[int] | None, str]:
-    """Answer ids staff approved, or None and why not (the review app is not installed)."""
-    try:
-        review: Any = importlib.import_module("review.selectors")
-        approved: Callable[[], Iterable[int]] = review.approved_answer_ids
-    except (ImportError, AttributeError):
-        return None, "the review app is not installed: staff approvals were not used"
-    return set(approved()), ""
 
 
 def _strong(model: str | None) -> Q:
@@ -53,36 +42,36 @@ class Candidates:
     answers: QuerySet[Answer]  # oldest first
     rated: set[int]
     approved: set[int]
-    notes: list[str]  # sources that were skipped, and why
+    corrected: dict[int, str]  # answer id -> the text staff wrote
 
 
 def candidate_answers(
     *, model: str | None = None, since: datetime | None = None, min_rating: int = 1
 ) -> Candidates:
-    """The answers to export: rated up by people or approved by staff."""
-    notes: list[str] = []
-    good = (
-        Answer.objects.filter(_strong(model), grounded=True, flagged=False, abstained=False, fallback=False)
-        .exclude(cache_hit=True)
-        .filter(cached_from__isnull=True, user__isnull=False)
-        .exclude(text="")
-    )
+    """The answers to export: rated up by people, approved or corrected by staff."""
+    answers = Answer.objects.filter(user__isnull=False, cached_from__isnull=True).exclude(cache_hit=True)
     if since is not None:
-        good = good.filter(created_at__gte=since)
+        answers = answers.filter(created_at__gte=since)
+    good = answers.filter(_strong(model), grounded=True, flagged=False, abstained=False, fallback=False)
     rated = set(
-        good.annotate(net=Sum("feedback__rating")).filter(net__gte=min_rating).values_list("pk", flat=True)
+        good.exclude(text="")
+        .annotate(net=Sum("feedback__rating"))
+        .filter(net__gte=min_rating)
+        .values_list("pk", flat=True)
     )
-    approved, why = review_approved_ids()
-    if approved is None:
-        notes.append(why)
-        approved = set()
-    wanted = rated | approved
-    answers = (
-        good.filter(pk__in=wanted)
+    corrected = {c.answer.pk: c.text for c in review.corrections()}
+    approved = set(
+        answers.filter(_strong(model), pk__in=review.approved_answer_ids() - corrected.keys())
+        .exclude(text="")
+        .values_list("pk", flat=True)
+    )
+    wanted = rated | approved | corrected.keys()
+    chosen = (
+        answers.filter(pk__in=wanted)
         .select_related("prompt", "assistant", "message__reply_to", "user")
         .order_by("created_at", "pk")
     )
-    return Candidates(answers, rated, approved, notes)
+    return Candidates(chosen, rated, approved, corrected)
 
 
 @dataclass
@@ -129,8 +118,11 @@ def _sources(answer: Answer) -> list[pipeline.Source] | None:
     return sources
 
 
-def example_for(answer: Answer) -> Example | None:
-    """The fine-tuning example for one answer, or None when its context cannot be rebuilt."""
+def example_for(answer: Answer, *, corrected_text: str | None = None) -> Example | None:
+    """The fine-tuning example for one answer, or None when its context cannot be rebuilt.
+
+    With `corrected_text` the target is what staff wrote, cited by its own [n] marks.
+    """
     sources = _sources(answer)
     if sources is None:
         return None
@@ -146,9 +138,13 @@ def example_for(answer: Answer) -> Example | None:
         history=f"\n{past}" if past else "",
         question=answer.question,
     )
+    citations = [int(c["n"]) for c in answer.citations if isinstance(c, dict) and c.get("n")]
+    if corrected_text is not None:
+        numbers = range(1, len(sources) + 1)
+        citations = [n for n in grounding.cited_numbers(corrected_text) if n in numbers]
     target = AnswerPayload(
-        answer=answer.text,
-        citations=[int(c["n"]) for c in answer.citations if isinstance(c, dict) and c.get("n")],
+        answer=answer.text if corrected_text is None else corrected_text,
+        citations=citations,
         confidence=answer.confidence if answer.confidence is not None else 0.5,
         not_found=False,
         follow_ups=[str(s) for s in answer.suggestions][:3],
@@ -171,7 +167,6 @@ class Export:
     rated: int = 0
     approved: int = 0
     skipped_context: int = 0
-    notes: list[str] = field(default_factory=list)
 
 
 def finetune_export(
@@ -183,16 +178,16 @@ def finetune_export(
 ) -> Export:
     """The examples, split deterministically by answer id into train and validation."""
     found = candidate_answers(model=model, since=since, min_rating=min_rating)
-    export = Export(notes=found.notes)
+    export = Export()
     examples = []
     for answer in found.answers:
         export.considered += 1
-        example = example_for(answer)
+        example = example_for(answer, corrected_text=found.corrected.get(answer.pk))
         if example is None:
             export.skipped_context += 1
             continue
         example.rated = answer.pk in found.rated
-        example.approved = answer.pk in found.approved
+        example.approved = answer.pk in found.approved or answer.pk in found.corrected
         export.rated += example.rated
         export.approved += example.approved
         examples.append(example)

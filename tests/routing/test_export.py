@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +10,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from assistant import services as assistant_services
-from assistant.models import Answer, Assistant, Feedback, Message
+from assistant.models import Answer, Assistant, Feedback, Flag, Message
 from knowledge.models import Chunk
+from review import services as review_services
 from routing import distill
 from routing.management.commands.export_finetune import validation_path
 from tests import factories
@@ -76,7 +75,7 @@ def test_rated_up_grounded_strong_answers_are_exported_as_chat_examples(
     payload = json.loads(target)
     assert payload["answer"] == GOOD and payload["citations"] == [1] and payload["not_found"] is False
     assert summary.startswith("Exported 1 examples (1 train")
-    assert "1 rated up" in summary and "review app is not installed" in summary
+    assert "1 rated up" in summary
 
 
 def test_the_split_is_deterministic_and_disjoint(
@@ -138,20 +137,26 @@ def test_an_answer_whose_document_is_gone_is_skipped(
     assert train == held == [] and "1 skipped: context no longer available" in summary
 
 
-def test_staff_approved_answers_come_from_the_review_app_when_installed(
-    tmp_path: Path, assistant: Assistant, member: Any, chunk: Chunk, monkeypatch: pytest.MonkeyPatch
+def test_staff_approved_and_corrected_answers_are_exported_though_flagged(
+    tmp_path: Path, assistant: Assistant, member: Any, chunk: Chunk
 ) -> None:
-    approved = make_answer(assistant, member, chunk)  # not rated
-    make_answer(assistant, member, chunk, grounded=False)
-    review = types.ModuleType("review")
-    selectors = types.ModuleType("review.selectors")
-    selectors.approved_answer_ids = lambda: [approved.pk]  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "review", review)
-    monkeypatch.setitem(sys.modules, "review.selectors", selectors)
+    reviewer = factories.user(username="reviewer", staff=True)
+    approved = make_answer(assistant, member, chunk, flagged=True, grounded=False)  # not rated
+    corrected = make_answer(
+        assistant, member, chunk, flagged=True, route={"route": "cheap", "model": "small"}
+    )
+    make_answer(assistant, member, chunk, flagged=True)  # flagged, never reviewed: left out
+    for answer in (approved, corrected, *Answer.objects.filter(flagged=True)):
+        Flag.objects.get_or_create(answer=answer, category=Flag.Category.UNSUPPORTED)
+    review_services.review_approve(answer=approved, actor=reviewer)
+    review_services.review_correct(answer=corrected, actor=reviewer, text="Reports are due Friday [1].")
 
     train, _, summary = export(tmp_path, "--validation-fraction", "0")
 
-    assert len(train) == 1 and "1 staff-approved" in summary and "not installed" not in summary
+    assert len(train) == 2 and "2 staff-approved or corrected" in summary
+    targets = [json.loads(row["messages"][2]["content"]) for row in train]
+    assert {t["answer"] for t in targets} == {GOOD, "Reports are due Friday [1]."}
+    assert next(t for t in targets if t["answer"].startswith("Reports"))["citations"] == [1]
 
 
 def test_start_without_an_openai_key_says_so_and_fails(tmp_path: Path, assistant: Assistant) -> None:

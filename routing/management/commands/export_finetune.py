@@ -83,12 +83,12 @@ class Command(BaseCommand):
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("".join(e.line() + "\n" for e in export.train), encoding="utf-8")
         held_out.write_text("".join(e.line() + "\n" for e in export.validation), encoding="utf-8")
-        notes = "".join(f"; {note}" for note in export.notes)
         self.stdout.write(
             f"Exported {len(export.train) + len(export.validation)} examples "
             f"({len(export.train)} train -> {out}, {len(export.validation)} validation -> {held_out}) "
-            f"from {export.considered} answers ({export.rated} rated up, {export.approved} staff-approved, "
-            f"{export.skipped_context} skipped: context no longer available){notes}."
+            f"from {export.considered} answers ({export.rated} rated up, "
+            f"{export.approved} staff-approved or corrected, "
+            f"{export.skipped_context} skipped: context no longer available)."
         )
         if options["start"]:
             self._start(export, options)
