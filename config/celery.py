@@ -24,6 +24,11 @@ app.conf.beat_schedule = {
         "task": "knowledge.tasks.requeue_stalled_documents",
         "schedule": 60.0,
     },
+    # Model calls summed per user, day, model and purpose for the dashboard (idempotent upserts).
+    "usage-rollup": {
+        "task": "usage.tasks.rollup_recent",
+        "schedule": 300.0,
+    },
 }
 
 
