@@ -110,9 +110,14 @@ class FakeProvider:
         tag = provider.current_purpose()
         result = self._next(messages, "chat_stream", **kwargs)
         params = kwargs.get("params") or provider.ChatParams()
-        for piece in re.findall(r"\S+\s*", result.content):
-            yield provider.StreamDelta(piece)
-        _notify("chat_stream", params.model or settings.CHAT_MODEL, result.usage, tag=tag)
+        model = params.model or settings.CHAT_MODEL
+        try:
+            for piece in re.findall(r"\S+\s*", result.content):
+                yield provider.StreamDelta(piece)
+        except GeneratorExit:  # closed early: what was generated was still spent
+            _notify("chat_stream", model, result.usage, tag=tag)
+            raise
+        _notify("chat_stream", model, result.usage, tag=tag)
         yield result
 
     def moderate(self, text: str) -> provider.Moderation | None:
