@@ -25,8 +25,9 @@
   runs with the token owner's permissions, exactly as in the chat page. Sessions are not
   accepted here, which is why the views can be exempt from CSRF.
 - Errors are OpenAI-shaped JSON, `{"error": {"message", "type", "param", "code"}}`: 400 for bad
-  input, 401 for a missing or wrong token, 404 for an unknown model, 502 (504 on a timeout)
-  when the language or embedding model fails.
+  input, 401 for a missing or wrong token, 404 for an unknown model, 429 (code
+  "budget_exceeded", not retried by the SDKs) when the user's or group's budget is used up,
+  502 (504 on a timeout) when the language or embedding model fails.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any, cast
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig
@@ -52,6 +53,7 @@ from django.views.decorators.csrf import csrf_exempt
 from assistant import pipeline, serializers, services
 from assistant.models import Answer, Assistant
 from gateway import provider
+from usage import services as usage
 
 logger = logging.getLogger(__name__)
 
@@ -320,6 +322,7 @@ def chat_completions(request: HttpRequest, user: User) -> HttpResponseBase:
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     try:
         question = pipeline.validate_question(asked.question)
+        usage.budget_check(user=user)
         if stream:
             return _stream_response(
                 assistant=assistant,
@@ -331,6 +334,10 @@ def chat_completions(request: HttpRequest, user: User) -> HttpResponseBase:
         answer = services.answer_for(user=user, question=question, assistant=assistant, history=asked.history)
     except pipeline.QuestionRejected as exc:
         raise ApiError(400, str(exc), param="messages", code="invalid_question") from exc
+    except usage.BudgetExceeded as exc:
+        raise ApiError(
+            429, exc.message, error_type="insufficient_quota", code="budget_exceeded", retry=False
+        ) from exc
     except provider.ProviderError as exc:
         logger.warning("API answer for user %s failed: %s", user.pk, exc)
         raise _provider_failure(exc) from exc
@@ -347,9 +354,10 @@ def _saved_events(*, assistant: Assistant, user: User, asked: Asked) -> Generato
     A client that goes away mid-answer closes this generator, which closes the model's stream;
     nothing is saved then.
     """
-    # answer_events is a generator (annotated as an Iterator): close it, and so the model's stream.
-    events = cast(
-        Generator[pipeline.Event, None, None],
+    # Closing `tracked` closes answer_events (a generator), and so the model's stream.
+    tracker = usage.Tracker(user=user, purpose=usage.Purpose.ANSWER)
+    events = usage.tracked(
+        tracker,
         pipeline.answer_events(
             assistant=assistant, user=user, question=asked.question, history=asked.history
         ),
@@ -357,7 +365,7 @@ def _saved_events(*, assistant: Assistant, user: User, asked: Asked) -> Generato
     with contextlib.closing(events):
         for event in events:
             if isinstance(event, pipeline.Done):
-                services.answer_save(answer=event.answer)
+                services.answer_save(answer=event.answer, tracker=tracker)
             yield event
 
 

@@ -26,6 +26,7 @@ from assistant.models import (
 )
 from assistant.prompts import DEFAULT_INSTRUCTIONS, DEFAULT_PROMPT_NAME, DEFAULT_SYSTEM
 from gateway import provider
+from usage import services as usage
 
 logger = logging.getLogger(__name__)
 
@@ -172,9 +173,16 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
         return
     message.refresh_from_db()
     conversation = message.conversation
+    try:
+        usage.budget_check(user=conversation.user)  # before any model call, read fresh each time
+    except usage.BudgetExceeded as exc:
+        Message.objects.filter(pk=message.pk).update(status=Message.Status.ERROR, error=exc.message)
+        yield Failed(exc.message)
+        return
     question = message.reply_to.content if message.reply_to else ""
     partial: list[str] = []
     finished = False
+    tracker = usage.Tracker(user=conversation.user, purpose=usage.Purpose.ANSWER)
     try:
         lock = _ConversationLock(conversation.pk)
         lock.__enter__()
@@ -185,16 +193,17 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
     try:
         try:
             last_check = time.monotonic()
-            for event in pipeline.answer_events(
+            events = pipeline.answer_events(
                 assistant=conversation.assistant,
                 user=conversation.user,
                 question=question,
                 history=history_before(message),
-            ):
+            )
+            for event in usage.tracked(tracker, events):
                 if isinstance(event, pipeline.Delta):
                     partial.append(event.text)
                 if isinstance(event, pipeline.Done):
-                    finished = _answer_save(message=message, answer=event.answer)
+                    finished = _answer_save(message=message, answer=event.answer, tracker=tracker)
                     if not finished:
                         break  # stopped just before the end: the stop wins
                 elif time.monotonic() - last_check > STOP_CHECK_SECONDS:
@@ -235,7 +244,7 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
 
 
 @transaction.atomic
-def _answer_save(*, message: Message, answer: Answer) -> bool:
+def _answer_save(*, message: Message, answer: Answer, tracker: usage.Tracker | None = None) -> bool:
     """Attach the finished answer to its message; False when the user stopped it meanwhile."""
     completed = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(
         content=answer.text, status=Message.Status.COMPLETE
@@ -244,6 +253,8 @@ def _answer_save(*, message: Message, answer: Answer) -> bool:
         return False
     answer.message = message
     answer.save()
+    if tracker is not None:
+        usage.answer_account(answer=answer, tracker=tracker)
     _flag_automatically(answer)
     return True
 
@@ -344,34 +355,47 @@ def answer_for(
     assistant: Assistant | None = None,
     history: list[tuple[str, str]] | None = None,
 ) -> Answer:
-    """A saved answer without a chat conversation (the API and the CLI)."""
-    answer = pipeline.run_to_answer(
-        assistant=assistant or assistant_default(), user=user, question=question, history=history
-    )
-    return answer_save(answer=answer)
+    """A saved answer without a chat conversation (the API and the CLI).
+
+    Raises usage.BudgetExceeded, before any model call, when the user's budget is used up.
+    """
+    usage.budget_check(user=user)
+    with usage.tracking(user=user, purpose=usage.Purpose.ANSWER) as tracker:
+        answer = pipeline.run_to_answer(
+            assistant=assistant or assistant_default(), user=user, question=question, history=history
+        )
+    return answer_save(answer=answer, tracker=tracker)
 
 
 @transaction.atomic
-def answer_save(*, answer: Answer) -> Answer:
-    """Save an answer made outside a chat message (API, CLI), flagging it when it needs review."""
+def answer_save(*, answer: Answer, tracker: usage.Tracker | None = None) -> Answer:
+    """Save an answer made outside a chat message (API, CLI), flagging it when it needs review.
+
+    With `tracker`, the answer's cost is set and its model calls are attached to it.
+    """
     answer.save()
+    if tracker is not None:
+        usage.answer_account(answer=answer, tracker=tracker)
     _flag_automatically(answer)
     return answer
 
 
 def answer_replay(*, answer: Answer, user: Any) -> Answer:
     """The same question with the same settings, prompt version and retrieved chunks, for comparison."""
-    replay = pipeline.run_to_answer(
-        assistant=answer.assistant,
-        user=answer.user or user,
-        question=answer.question,
-        config=pipeline.Settings.of_answer(answer),
-        pinned_chunk_ids=[r["chunk_id"] for r in answer.retrieved if not r.get("via_tool")],
-    )
+    # The staff member who replays it pays for it, whoever asked the original.
+    with usage.tracking(user=user, purpose=usage.Purpose.ANSWER) as tracker:
+        replay = pipeline.run_to_answer(
+            assistant=answer.assistant,
+            user=answer.user or user,
+            question=answer.question,
+            config=pipeline.Settings.of_answer(answer),
+            pinned_chunk_ids=[r["chunk_id"] for r in answer.retrieved if not r.get("via_tool")],
+        )
     replay.replay_of = answer
     # A replay is a staff comparison, not an answer anyone relied on: keep it out of the queue.
     replay.flagged = False
     replay.save()
+    usage.answer_account(answer=replay, tracker=tracker)
     return replay
 
 

@@ -29,6 +29,11 @@ app.conf.beat_schedule = {
         "task": "assistant.tasks.recover_orphaned_messages",
         "schedule": 60.0,
     },
+    # Model calls summed per user, day, model and purpose for the dashboard (idempotent upserts).
+    "usage-rollup": {
+        "task": "usage.tasks.rollup_recent",
+        "schedule": 300.0,
+    },
 }
 
 

@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "evals",
     "review",
     "routing",
+    "usage",
 ]
 
 MIDDLEWARE = [
@@ -184,6 +185,11 @@ EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 16, minimum=1, maximum=20
 # multilingual-e5 embeds queries and passages differently; other models ignore this.
 EMBEDDING_INPUT_TYPE = env_bool("EMBEDDING_INPUT_TYPE", "e5" in EMBEDDING_MODEL.lower())
 MODERATION_ENABLED = env_bool("MODERATION_ENABLED", not RUNTIME.chat_embedded)
+
+# --- Operations ---------------------------------------------------------------------------
+# Prometheus scrapes /metrics with `Authorization: Bearer <METRICS_TOKEN>`; unset, only signed-in
+# staff can read it.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
 
 # --- Knowledge ------------------------------------------------------------------------------
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024, minimum=1)

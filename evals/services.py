@@ -24,6 +24,8 @@ from evals.models import Case, Grade, JudgeCalibration, Result, Run, Suite
 from gateway import provider
 from knowledge import services as knowledge
 from knowledge.models import Collection, Document
+from usage import services as usage
+from usage.services import Purpose
 
 logger = logging.getLogger(__name__)
 
@@ -458,7 +460,8 @@ def _grade(result: Result, case: Case, answer: Answer, run: Run) -> tuple[list[G
     for grader in graders.graders_for(case):
         if grader.kind == Grade.Kind.MODEL and graders.judge_model() != run.judge_model:
             continue  # the run was started with another judge (or none): keep its snapshot
-        verdict = grader.grade(case, answer)
+        with provider.purpose(Purpose.JUDGE if grader.kind == Grade.Kind.MODEL else Purpose.EVAL):
+            verdict = grader.grade(case, answer)
         if verdict is None:
             continue
         model = run.judge_model if grader.kind == Grade.Kind.MODEL else ""
@@ -503,14 +506,16 @@ def result_execute(*, result_id: int) -> str:
     )
     try:
         assistant, config = _snapshot(run)
-        answer = pipeline.run_to_answer(
-            assistant=assistant,
-            user=run.run_as,
-            question=case.question,
-            history=[(str(q), str(a)) for q, a in case.history],
-            config=config,
-        )
+        with usage.tracking(user=run.run_as, purpose=Purpose.EVAL) as tracker:
+            answer = pipeline.run_to_answer(
+                assistant=assistant,
+                user=run.run_as,
+                question=case.question,
+                history=[(str(q), str(a)) for q, a in case.history],
+                config=config,
+            )
         answer.save()
+        usage.answer_account(answer=answer, tracker=tracker)
         Result.objects.filter(pk=result_id).update(answer=answer, output=answer.text)
         grades, passed = _grade(result, case, answer, run)
     except provider.ProviderError as exc:

@@ -6,13 +6,21 @@ in Groundwork calls these functions and receives plain dataclasses; no other mod
 
 Errors become `ProviderError` with a `kind` the caller can act on (retry, degrade, tell the
 user) and a message a person can read.
+
+After every chat, stream (when it ends), embedding and moderation call, the listeners added with
+`add_listener` receive a `CallRecord` (model, purpose, tokens, latency, ok or error); cost
+accounting (the usage app) is one such listener. `with purpose("repair"):` tags the calls made
+inside it. This module imports no Django app, so the listeners are plain callables.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
+import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
@@ -21,8 +29,11 @@ from typing import Any, Literal
 import openai
 from django.conf import settings
 
+logger = logging.getLogger(__name__)
+
 Message = dict[str, Any]
 EmbeddingKind = Literal["query", "passage"]
+CallKind = Literal["chat", "chat_stream", "embed", "moderate"]
 
 
 class ErrorKind(StrEnum):
@@ -52,6 +63,8 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    # True when the server reported no usage and the counts are our estimate.
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -62,7 +75,100 @@ class Usage:
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             self.cached_tokens + other.cached_tokens,
+            self.estimated or other.estimated,
         )
+
+
+# --- call records and listeners -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One model call as the listeners see it, successful or not."""
+
+    kind: CallKind
+    model: str
+    purpose: str | None  # set with `purpose(...)`; None: the listener decides from `kind`
+    usage: Usage
+    latency_ms: float
+    ok: bool = True
+    error: str = ""
+    error_kind: str = ""
+
+
+Listener = Callable[[CallRecord], object]
+_listeners: list[Listener] = []
+_purpose: contextvars.ContextVar[str | None] = contextvars.ContextVar("provider_purpose", default=None)
+
+
+def add_listener(listener: Listener) -> None:
+    """Call `listener` after every model call; adding the same one twice has no effect."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def current_purpose() -> str | None:
+    return _purpose.get()
+
+
+@contextmanager
+def purpose(name: str) -> Iterator[None]:
+    """Tag the model calls made inside this block (answer, repair, guardrail, judge, routing...).
+
+    A context variable: enter and leave it around plain calls, not across a generator's `yield`.
+    """
+    token = _purpose.set(name)
+    try:
+        yield
+    finally:
+        _purpose.reset(token)
+
+
+def notify(record: CallRecord) -> None:
+    """Give `record` to every listener. A failing listener is logged, never raised to the caller:
+    accounting must not break an answer."""
+    for listener in list(_listeners):
+        try:
+            listener(record)
+        except Exception:
+            logger.exception("model call listener %r failed", listener)
+
+
+def _failed(
+    kind: CallKind,
+    model: str,
+    tag: str | None,
+    started: float,
+    error: ProviderError,
+    usage: Usage | None = None,
+) -> None:
+    notify(
+        CallRecord(
+            kind=kind,
+            model=model,
+            purpose=tag,
+            usage=usage or Usage(),
+            latency_ms=(time.perf_counter() - started) * 1000,
+            ok=False,
+            error=str(error)[:500],
+            error_kind=error.kind.value,
+        )
+    )
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token in English: good enough to count what a server did not."""
+    return max(1, round(len(text) / 4)) if text else 0
+
+
+def _prompt_estimate(messages: Sequence[Message]) -> int:
+    # Each message costs a few tokens of framing besides its text.
+    return sum(estimate_tokens(str(m.get("content") or "")) + 4 for m in messages)
 
 
 @dataclass(frozen=True)
@@ -230,14 +336,21 @@ def chat(
     """One chat completion. With `json_schema` the provider is asked to follow it (JSON mode)."""
     params = params or ChatParams()
     request = _request(messages, params, json_schema, json_object, tools)
+    tag = current_purpose()
     started = time.perf_counter()
     try:
         response = chat_client().chat.completions.create(**request)
     except openai.OpenAIError as exc:
-        raise _translate(exc, "chat") from exc
+        error = _translate(exc, "chat")
+        _failed("chat", request["model"], tag, started, error)
+        raise error from exc
     latency_ms = (time.perf_counter() - started) * 1000
+    usage = _usage(response.usage)
     if not response.choices:
-        raise ProviderError("The chat model returned no choices.", kind=ErrorKind.BAD_RESPONSE)
+        error = ProviderError("The chat model returned no choices.", kind=ErrorKind.BAD_RESPONSE)
+        _failed("chat", request["model"], tag, started, error)
+        raise error
+    notify(CallRecord(kind="chat", model=request["model"], purpose=tag, usage=usage, latency_ms=latency_ms))
     choice = response.choices[0]
     tool_calls = tuple(
         ToolCall(id=call.id, name=call.function.name, arguments=call.function.arguments or "")
@@ -247,7 +360,7 @@ def chat(
     return ChatResult(
         content=choice.message.content or "",
         model=response.model or request["model"],
-        usage=_usage(response.usage),
+        usage=usage,
         latency_ms=latency_ms,
         system_fingerprint=getattr(response, "system_fingerprint", None),
         finish_reason=choice.finish_reason,
@@ -270,7 +383,9 @@ def chat_stream(
     params = params or ChatParams()
     request = _request(messages, params, json_schema, json_object, None)
     request["stream"] = True
+    # llama.cpp's server ignores this and sends no usage: _stream_usage estimates it then.
     request["stream_options"] = {"include_usage": True}
+    tag = current_purpose()
     started = time.perf_counter()
     parts: list[str] = []
     usage = Usage()
@@ -279,38 +394,74 @@ def chat_stream(
     finish_reason: str | None = None
     chunks = 0
     try:
-        stream = chat_client().chat.completions.create(**request)
         try:
-            for chunk in stream:
-                model = chunk.model or model
-                fingerprint = getattr(chunk, "system_fingerprint", None) or fingerprint
-                if chunk.usage is not None:
-                    usage = _usage(chunk.usage)
-                for choice in chunk.choices or ():
-                    finish_reason = choice.finish_reason or finish_reason
-                    text = choice.delta.content if choice.delta else None
-                    if text:
-                        chunks += 1
-                        parts.append(text)
-                        yield StreamDelta(text)
-        finally:
-            stream.close()
-    except openai.OpenAIError as exc:
-        raise _translate(exc, "chat") from exc
+            stream = chat_client().chat.completions.create(**request)
+            try:
+                for chunk in stream:
+                    model = chunk.model or model
+                    fingerprint = getattr(chunk, "system_fingerprint", None) or fingerprint
+                    if chunk.usage is not None:
+                        usage = _usage(chunk.usage)
+                    for choice in chunk.choices or ():
+                        finish_reason = choice.finish_reason or finish_reason
+                        text = choice.delta.content if choice.delta else None
+                        if text:
+                            chunks += 1
+                            parts.append(text)
+                            yield StreamDelta(text)
+            finally:
+                stream.close()
+        except openai.OpenAIError as exc:
+            error = _translate(exc, "chat")
+            spent = _stream_usage(usage, messages, chunks) if chunks else Usage()
+            _failed("chat_stream", request["model"], tag, started, error, spent)
+            raise error from exc
+    except GeneratorExit:
+        # Closed early (the user pressed stop): the tokens made so far were still spent.
+        notify(
+            CallRecord(
+                kind="chat_stream",
+                model=request["model"],
+                purpose=tag,
+                usage=_stream_usage(usage, messages, chunks),
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
+        raise
+    usage = _stream_usage(usage, messages, chunks)
+    latency_ms = (time.perf_counter() - started) * 1000
     if not parts and finish_reason is None:
         # The server closed the stream without finishing (llama.cpp does when interrupted).
-        raise ProviderError("The chat model stopped answering mid-stream.", kind=ErrorKind.UNAVAILABLE)
-    if usage.completion_tokens == 0 and chunks:
-        # Some servers send no usage with streams; each chunk carries about one token.
-        usage = Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=chunks)
+        error = ProviderError("The chat model stopped answering mid-stream.", kind=ErrorKind.UNAVAILABLE)
+        _failed("chat_stream", request["model"], tag, started, error, usage)
+        raise error
+    notify(
+        CallRecord(
+            kind="chat_stream", model=request["model"], purpose=tag, usage=usage, latency_ms=latency_ms
+        )
+    )
     yield ChatResult(
         content="".join(parts),
         model=model,
         usage=usage,
-        latency_ms=(time.perf_counter() - started) * 1000,
+        latency_ms=latency_ms,
         system_fingerprint=fingerprint,
         finish_reason=finish_reason,
     )
+
+
+def _stream_usage(usage: Usage, messages: Sequence[Message], chunks: int) -> Usage:
+    """The usage a stream reported, with what it left out estimated (and marked so).
+
+    Some servers (llama.cpp's) send no usage with streams: each text chunk carries about one
+    token, and the prompt is counted from its characters.
+    """
+    completion, prompt, estimated = usage.completion_tokens, usage.prompt_tokens, usage.estimated
+    if completion == 0 and chunks:
+        completion, estimated = chunks, True
+    if prompt == 0:
+        prompt, estimated = _prompt_estimate(messages), True
+    return Usage(prompt, completion, usage.cached_tokens, estimated)
 
 
 def embed(texts: Sequence[str], *, kind: EmbeddingKind, model: str | None = None) -> Embeddings:
@@ -329,42 +480,68 @@ def embed(texts: Sequence[str], *, kind: EmbeddingKind, model: str | None = None
     client = embeddings_client()
     vectors: list[list[float]] = []
     usage = Usage()
+    tag = current_purpose()
     started = time.perf_counter()
     size = settings.EMBEDDING_BATCH_SIZE
-    for start in range(0, len(texts), size):
-        batch = list(texts[start : start + size])
-        try:
-            response = client.embeddings.create(model=model, input=batch, encoding_format="float", **extra)
-        except openai.OpenAIError as exc:
-            raise _translate(exc, "embedding") from exc
-        rows = sorted(response.data, key=lambda row: row.index)
-        if len(rows) != len(batch):
+    try:
+        for start in range(0, len(texts), size):
+            batch = list(texts[start : start + size])
+            try:
+                response = client.embeddings.create(
+                    model=model, input=batch, encoding_format="float", **extra
+                )
+            except openai.OpenAIError as exc:
+                raise _translate(exc, "embedding") from exc
+            rows = sorted(response.data, key=lambda row: row.index)
+            if len(rows) != len(batch):
+                raise ProviderError(
+                    f"The embedding model returned {len(rows)} vectors for {len(batch)} texts.",
+                    kind=ErrorKind.BAD_RESPONSE,
+                )
+            vectors.extend(list(row.embedding) for row in rows)
+            reported = int(getattr(response.usage, "prompt_tokens", 0) or 0)
+            usage = usage + (
+                Usage(prompt_tokens=reported)
+                if reported
+                else Usage(prompt_tokens=sum(estimate_tokens(t) for t in batch), estimated=True)
+            )
+        dims = len(vectors[0])
+        if dims != settings.EMBEDDING_DIMENSIONS:
             raise ProviderError(
-                f"The embedding model returned {len(rows)} vectors for {len(batch)} texts.",
+                f"The embedding model {model} returns {dims} dimensions but EMBEDDING_DIMENSIONS is "
+                f"{settings.EMBEDDING_DIMENSIONS}: set EMBEDDING_DIMENSIONS={dims} and re-index.",
                 kind=ErrorKind.BAD_RESPONSE,
             )
-        vectors.extend(list(row.embedding) for row in rows)
-        usage = usage + Usage(prompt_tokens=int(getattr(response.usage, "prompt_tokens", 0) or 0))
-    dims = len(vectors[0])
-    if dims != settings.EMBEDDING_DIMENSIONS:
-        raise ProviderError(
-            f"The embedding model {model} returns {dims} dimensions but EMBEDDING_DIMENSIONS is "
-            f"{settings.EMBEDDING_DIMENSIONS}: set EMBEDDING_DIMENSIONS={dims} and re-index.",
-            kind=ErrorKind.BAD_RESPONSE,
-        )
-    return Embeddings(
-        vectors=vectors, model=model, usage=usage, latency_ms=(time.perf_counter() - started) * 1000
-    )
+    except ProviderError as error:
+        _failed("embed", model, tag, started, error, usage)
+        raise
+    latency_ms = (time.perf_counter() - started) * 1000
+    notify(CallRecord(kind="embed", model=model, purpose=tag, usage=usage, latency_ms=latency_ms))
+    return Embeddings(vectors=vectors, model=model, usage=usage, latency_ms=latency_ms)
 
 
 def moderate(text: str) -> Moderation | None:
     """The provider's moderation verdict, or None when moderation is not configured."""
     if not settings.MODERATION_ENABLED:
         return None
+    tag = current_purpose()
+    started = time.perf_counter()
     try:
         response = chat_client().moderations.create(input=text)
     except openai.OpenAIError as exc:
-        raise _translate(exc, "moderation") from exc
+        error = _translate(exc, "moderation")
+        _failed("moderate", "moderation", tag, started, error)
+        raise error from exc
+    # Moderation is free at OpenAI and reports no usage; its input is counted all the same.
+    notify(
+        CallRecord(
+            kind="moderate",
+            model=response.model,
+            purpose=tag,
+            usage=Usage(prompt_tokens=estimate_tokens(text), estimated=True),
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+    )
     result = response.results[0]
     scores = {name: float(score) for name, score in result.category_scores.model_dump().items() if score}
     return Moderation(flagged=bool(result.flagged), model=response.model, scores=scores)

@@ -66,7 +66,8 @@ def _chat_model() -> str:
 
 
 def _embeddings_model() -> str:
-    result = provider.embed(["health check"], kind="query")
+    with provider.purpose("other"):  # a probe, not an embedding anyone asked for
+        result = provider.embed(["health check"], kind="query")
     return f"{result.model}, {len(result.vectors[0])} dimensions"
 
 

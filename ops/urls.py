@@ -7,4 +7,6 @@ from ops import views
 app_name = "ops"
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("ops/", views.dashboard, name="dashboard"),
+    path("metrics", views.metrics_view, name="metrics"),
 ]

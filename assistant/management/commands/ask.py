@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from assistant import pipeline, serializers, services
 from assistant.models import Answer, Assistant
 from gateway import provider
+from usage import services as usage
 
 
 class Command(BaseCommand):
@@ -32,6 +33,8 @@ class Command(BaseCommand):
             answer = services.answer_for(user=user, question=question, assistant=assistant)
         except pipeline.QuestionRejected as exc:
             raise CommandError(str(exc)) from exc
+        except usage.BudgetExceeded as exc:
+            raise CommandError(f"No answer: {exc.message}") from exc
         except provider.ProviderError as exc:
             raise CommandError(f"No answer: {exc} ({exc.kind.value})") from exc
         if options["json"]:

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from gateway import provider
+from usage import selectors as usage
 
 
 class Command(BaseCommand):
@@ -30,3 +31,17 @@ class Command(BaseCommand):
             f"models ok: chat {settings.CHAT_MODEL}, embeddings {result.model} "
             f"({len(result.vectors[0])} dimensions)"
         )
+        self._report_prices()
+
+    def _report_prices(self) -> None:
+        """A model without a price is reported, not failed: its calls are still recorded."""
+        missing = usage.models_without_price()
+        if missing:
+            self.stdout.write(
+                self.style.WARNING(
+                    f"prices missing for: {', '.join(missing)}. Their calls are recorded with an unknown "
+                    "cost, never as free: add them in the admin under Usage and cost > Model prices."
+                )
+            )
+        else:
+            self.stdout.write("prices ok: every configured model has a price")
