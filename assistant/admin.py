@@ -16,6 +16,8 @@ from django.utils.safestring import SafeString
 from assistant import services
 from assistant.models import Answer, ApiToken, Assistant, Feedback, Flag, PromptTemplate
 from guardrails.checks import GuardConfig
+from routing.policy import EXAMPLE as ROUTING_EXAMPLE
+from routing.policy import routing_config_errors
 
 
 class ReadOnlyAdmin(admin.ModelAdmin[Any]):
@@ -49,6 +51,14 @@ class AssistantForm(ModelForm[Assistant]):
             raise ValidationError(str(exc)) from exc
         return dict(value)
 
+    def clean_routing(self) -> dict[str, Any]:
+        """A routing policy routing.policy can read, or every problem with it as form errors."""
+        value = self.cleaned_data.get("routing") or {}
+        errors = routing_config_errors(value)
+        if errors:
+            raise ValidationError(errors)
+        return dict(value)
+
 
 @admin.register(Assistant)
 class AssistantAdmin(admin.ModelAdmin[Assistant]):
@@ -74,6 +84,14 @@ class AssistantAdmin(admin.ModelAdmin[Assistant]):
                 'For example {"topic": false, "pii_action": "redact"}. Defaults: '
                 + ", ".join(f"{k}={json.dumps(v)}" for k, v in GuardConfig().as_dict().items()),
                 "fields": ["guardrails"],
+            },
+        ),
+        (
+            "Model routing",
+            {
+                "description": "A JSON object; {} answers every question with the model above. Example: "
+                + json.dumps(ROUTING_EXAMPLE),
+                "fields": ["routing"],
             },
         ),
     ]

@@ -34,6 +34,8 @@ from guardrails.checks import (
     provider_text,
 )
 from knowledge import selectors as knowledge
+from routing.fallback import chat_with_fallback, stream_with_fallback
+from routing.policy import Decision, route_decide
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +185,12 @@ class Turn:
     guard: GuardConfig = field(default_factory=GuardConfig)
     verdicts: dict[str, Any] = field(default_factory=lambda: {"input": [], "chunks": [], "output": []})
     query_vector: list[float] | None = None
+    decision: Decision | None = None  # which model answers, and why (routing)
+
+    def routed(self, decision: Decision) -> None:
+        """Record the routing decision; the model it names answers from here on."""
+        self.decision = decision
+        self.config = dataclasses.replace(self.config, model=decision.model)
 
 
 def validate_question(text: str) -> str:
@@ -519,7 +527,7 @@ def _tool_rounds(turn: Turn) -> None:
     for _round in range(MAX_TOOL_ROUNDS):
         started = time.perf_counter()
         try:
-            result = provider.chat(messages, params=turn.config.params(), tools=TOOLS)
+            result = _chat(turn, messages, tools=TOOLS)
         except provider.ProviderError as exc:
             turn.tool_calls.append({"error": str(exc), "kind": exc.kind.value, "degraded": True})
             return
@@ -657,13 +665,41 @@ def parse_payload(raw: str, source_count: int) -> tuple[AnswerPayload | None, st
     return payload, ""
 
 
+def _chat(turn: Turn, messages: list[dict[str, Any]], **kwargs: Any) -> provider.ChatResult:
+    """One model call on the routed model, falling back to the next one on a timeout or outage."""
+    if turn.decision is None:
+        return provider.chat(messages, params=turn.config.params(), **kwargs)
+    result, decision = chat_with_fallback(
+        messages, decision=turn.decision, params=turn.config.params(), **kwargs
+    )
+    turn.routed(decision)
+    return result
+
+
+def _route(turn: Turn, pinned_model: str | None) -> None:
+    """Choose the model for this question (routing.policy); a replay or eval keeps its own model."""
+    best = max((s.vector_score or 0.0 for s in turn.sources), default=None)
+    started = time.perf_counter()
+    turn.routed(
+        route_decide(
+            assistant=turn.assistant,
+            question=turn.question,
+            retrieval_score=best,
+            history=turn.history,
+            pinned_model=pinned_model,
+        )
+    )
+    turn.latency["routing"] = round((time.perf_counter() - started) * 1000, 1)
+
+
 def _repair(turn: Turn, problem: str) -> AnswerPayload | None:
     messages = _messages(turn) + [
         {"role": "assistant", "content": turn.raw[:2000]},
         {"role": "user", "content": REPAIR_INSTRUCTIONS.format(problem=problem, count=len(turn.sources))},
     ]
     started = time.perf_counter()
-    result = provider.chat(messages, params=turn.config.params(), json_schema=ANSWER_SCHEMA)
+    with provider.purpose("repair"):
+        result = _chat(turn, messages, json_schema=ANSWER_SCHEMA)
     turn.latency["repair"] = round((time.perf_counter() - started) * 1000, 1)
     turn.usage = turn.usage + result.usage
     turn.repaired = True
@@ -839,6 +875,10 @@ def answer_events(
         )
         return
 
+    # A replay or an eval run that names another model than the assistant's keeps that model.
+    pinned = config.model if config is not None and config.model != assistant.chat_model else None
+    _route(turn, pinned)
+
     if assistant.tools_enabled:
         yield Stage("searching")
         _tool_rounds(turn)
@@ -849,9 +889,11 @@ def answer_events(
     # Personal data and secrets are cut out sentence by sentence, before the browser sees them.
     redactor = output_stream_redactor(turn.guard)
     result: provider.ChatResult | None = None
-    for event in provider.chat_stream(
-        _messages(turn), params=turn.config.params(), json_schema=ANSWER_SCHEMA
-    ):
+    assert turn.decision is not None
+    stream = stream_with_fallback(
+        _messages(turn), decision=turn.decision, params=turn.config.params(), json_schema=ANSWER_SCHEMA
+    )
+    for event in stream:
         if isinstance(event, provider.StreamDelta):
             text = redactor.feed(field_stream.feed(event.text))
             if text:
@@ -862,6 +904,7 @@ def answer_events(
     if rest:
         yield Delta(rest)
     assert result is not None
+    turn.routed(stream.decision)
     turn.latency["model"] = round((time.perf_counter() - started) * 1000, 1)
     turn.usage = turn.usage + result.usage
     turn.fingerprint = result.system_fingerprint or ""
