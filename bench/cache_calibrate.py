@@ -171,7 +171,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     per_k: dict[int, dict[str, Any]] = {}
     chosen: float | None = None
-    for k in sorted({1, 3, args.per_intent}):
+    for k in sorted({k for k in (1, 3, 5, 10, 20) if k <= args.per_intent} | {args.per_intent}):
         seen: dict[str, int] = defaultdict(int)
         rows_k = []
         for text, intent in cache_rows:  # the first k phrasings of each cached intent
