@@ -31,9 +31,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.formats import date_format
+from pgvector.django import CosineDistance
 
 from answer_cache.models import CacheCounter, CachedAnswer
 from answer_cache.text import normalize_question, text_hash
@@ -257,65 +259,93 @@ def cache_store(
 # --- lookup ----------------------------------------------------------------------------------
 
 
-def _servable_sql() -> str:
-    """Conditions on entry `e` for the lookup: fresh, unflagged, and every chunk readable.
+@dataclass(frozen=True)
+class _Scope:
+    assistant_id: int
+    context_key: str
+    now: datetime
+    readable: list[int]  # collections the user may read, within the assistant's scope
 
-    `%(readable)s` is the list of collections the user may read (within the assistant's scope),
-    from knowledge.selectors.readable_collection_ids: a chunk that no longer exists, or lies in
-    another collection, fails the NOT EXISTS and the entry is not served.
+
+def _servable_sql(scope: _Scope) -> tuple[str, list[Any]]:
+    """Conditions on entry `e`: this assistant and context, fresh, unflagged, every chunk readable.
+
+    Only our own table names are formatted into the SQL; every value is a parameter.
+
+    `scope.readable` comes from knowledge.selectors.readable_collection_ids: a chunk that no
+    longer exists, or lies in a collection outside it, fails the inner NOT EXISTS and the entry
+    is not served.
     """
     answers, flags, chunks = Answer._meta.db_table, Flag._meta.db_table, Chunk._meta.db_table
-    return (
-        "e.assistant_id = %(assistant)s AND e.context_key = %(context)s AND e.expires_at > %(now)s "  # noqa: S608
+    sql = (
+        "e.assistant_id = %s AND e.context_key = %s AND e.expires_at > %s "  # noqa: S608
         f"AND (e.approved OR NOT EXISTS (SELECT 1 FROM {answers} a WHERE a.id = e.answer_id "
         f"AND a.flagged) AND NOT EXISTS (SELECT 1 FROM {flags} f WHERE f.answer_id = e.answer_id)) "
         "AND cardinality(e.chunk_ids) > 0 "
-        f"AND NOT EXISTS (SELECT 1 FROM unnest(e.chunk_ids) AS wanted(id) WHERE NOT EXISTS "
-        f"(SELECT 1 FROM {chunks} c WHERE c.id = wanted.id AND c.collection_id = ANY(%(readable)s)))"
+        "AND NOT EXISTS (SELECT 1 FROM unnest(e.chunk_ids) AS wanted(id) WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {chunks} c WHERE c.id = wanted.id AND c.collection_id = ANY(%s)))"
     )
+    return sql, [scope.assistant_id, scope.context_key, scope.now, scope.readable]
 
 
-def _find_exact(params: dict[str, Any]) -> tuple[int, float] | None:
-    table = CachedAnswer._meta.db_table
-    sql = (
-        f"SELECT e.id FROM {table} e WHERE e.question_hash = %(hash)s AND {_servable_sql()} "  # noqa: S608
-        "ORDER BY e.approved DESC, e.created_at DESC LIMIT 1"
+def _entries() -> QuerySet[CachedAnswer]:
+    # The hit's Answer needs the source's prompt and assistant: one query loads them all.
+    return CachedAnswer.objects.select_related("answer__prompt", "answer__assistant")
+
+
+def _find_exact(scope: _Scope, digest: str) -> CachedAnswer | None:
+    """The servable entry with this question hash, loaded in one query (no embedding needed)."""
+    servable, params = _servable_sql(scope)
+    ids = (
+        f"SELECT e.id FROM {CachedAnswer._meta.db_table} e WHERE e.question_hash = %s "  # noqa: S608
+        f"AND {servable} ORDER BY e.approved DESC, e.created_at DESC LIMIT 1"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return (int(row[0]), 1.0) if row else None
+    return _entries().filter(pk__in=RawSQL(ids, [digest, *params])).first()  # noqa: S611
 
 
-def _find_nearest(params: dict[str, Any], vector: Sequence[float]) -> tuple[int, float] | None:
-    table = CachedAnswer._meta.db_table
-    # The filters make an HNSW scan drop rows (pgvector 0.6 filters after the index); a wider
-    # ef_search keeps the nearest servable entry in reach. A miss here only costs a model call.
-    sql = (
-        f"SELECT e.id, 1 - (e.embedding <=> %(vector)s::vector) FROM {table} e "  # noqa: S608
-        f"WHERE {_servable_sql()} ORDER BY e.embedding <=> %(vector)s::vector LIMIT 1"
-    )
+def _find_nearest(scope: _Scope, vector: Sequence[float]) -> tuple[CachedAnswer, float] | None:
+    """The nearest servable entry and its cosine similarity, in one query.
+
+    pgvector 0.6 filters after an HNSW scan, so with filters the index may find fewer rows; at
+    LIMIT 1 its default candidate list (ef_search 40) leaves the nearest servable entry within
+    reach in practice, and a miss here costs a model call, never a wrong answer.
+    """
+    servable, params = _servable_sql(scope)
     literal = "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL hnsw.ef_search = 100")
-        cursor.execute(sql, {**params, "vector": literal})
-        row = cursor.fetchone()
-    return (int(row[0]), float(row[1])) if row else None
+    ids = (
+        f"SELECT e.id FROM {CachedAnswer._meta.db_table} e WHERE {servable} "  # noqa: S608
+        "ORDER BY e.embedding <=> %s::vector LIMIT 1"
+    )
+    entry = (
+        _entries()
+        .filter(pk__in=RawSQL(ids, [*params, literal]))  # noqa: S611
+        .annotate(distance=CosineDistance("embedding", list(vector)))
+        .first()
+    )
+    if entry is None:
+        return None
+    return entry, 1.0 - float(entry.distance)  # type: ignore[attr-defined]
 
 
-def _count(assistant: Assistant, kind: str | None) -> None:
-    """One more lookup (and hit of `kind`) for today, as one upsert."""
-    table = CacheCounter._meta.db_table
+def _count(assistant: Assistant, kind: str | None, entry_id: int | None = None) -> None:
+    """One more lookup for today (and a hit of `kind` on `entry_id`), in one statement."""
+    table, entries = CacheCounter._meta.db_table, CachedAnswer._meta.db_table
+    now = timezone.now()
+    bump = (
+        f"WITH bump AS (UPDATE {entries} SET hits = hits + 1, last_hit_at = %s WHERE id = %s) "  # noqa: S608
+        if entry_id is not None
+        else ""
+    )
     sql = (
-        f"INSERT INTO {table} (day, assistant_id, lookups, exact_hits, semantic_hits) "  # noqa: S608
+        f"{bump}INSERT INTO {table} (day, assistant_id, lookups, exact_hits, semantic_hits) "  # noqa: S608
         "VALUES (%s, %s, 1, %s, %s) ON CONFLICT (day, assistant_id) DO UPDATE SET "
         f"lookups = {table}.lookups + 1, exact_hits = {table}.exact_hits + EXCLUDED.exact_hits, "
         f"semantic_hits = {table}.semantic_hits + EXCLUDED.semantic_hits"
     )
+    params: list[Any] = [now, entry_id] if entry_id is not None else []
+    params += [timezone.localdate(now), assistant.pk, int(kind == "exact"), int(kind == "semantic")]
     with connection.cursor() as cursor:
-        cursor.execute(
-            sql, [timezone.localdate(), assistant.pk, int(kind == "exact"), int(kind == "semantic")]
-        )
+        cursor.execute(sql, params)
 
 
 def cache_lookup(
@@ -342,18 +372,19 @@ def cache_lookup(
     normalized = normalize_question(question)
     if not normalized:
         return None
-    scope = list(assistant.collections.values_list("pk", flat=True)) or None
-    readable = knowledge.readable_collection_ids(user, scope)
-    params: dict[str, Any] = {
-        "assistant": assistant.pk,
-        "context": context_key(question, history),
-        "now": timezone.now(),
-        "readable": readable,
-        "hash": text_hash(normalized),
-    }
-    found = _find_exact(params) if readable else None
-    kind = "exact"
-    if found is None and readable:
+    collections = list(assistant.collections.values_list("pk", flat=True)) or None
+    scope = _Scope(
+        assistant_id=assistant.pk,
+        context_key=context_key(question, history),
+        now=timezone.now(),
+        readable=knowledge.readable_collection_ids(user, collections),
+    )
+    if not scope.readable:
+        _count(assistant, None)
+        return None
+    entry = _find_exact(scope, text_hash(normalized))
+    kind, similarity = "exact", 1.0
+    if entry is None:
         kind = "semantic"
         vector = query_vector
         if vector is None:
@@ -365,17 +396,15 @@ def cache_lookup(
                 return None
             if vector_out is not None:
                 vector_out.append(list(vector))
-        found = _find_nearest(params, vector)
-        if found is not None and found[1] < settings.ANSWER_CACHE_SIMILARITY:
-            found = None
-    if found is None:
+        found = _find_nearest(scope, vector)
+        if found is not None and found[1] >= settings.ANSWER_CACHE_SIMILARITY:
+            entry, similarity = found
+    if entry is None:
         _count(assistant, None)
         return None
-    entry_id, similarity = found
-    now = timezone.now()
-    CachedAnswer.objects.filter(pk=entry_id).update(hits=F("hits") + 1, last_hit_at=now)
-    entry = CachedAnswer.objects.select_related("answer__prompt", "answer__assistant").get(pk=entry_id)
-    _count(assistant, kind)
+    _count(assistant, kind, entry.pk)
+    entry.hits += 1
+    entry.last_hit_at = scope.now
     return CacheHit(
         entry=entry,
         answer=entry.answer,
