@@ -324,7 +324,7 @@ def _find_nearest(scope: _Scope, vector: Sequence[float]) -> tuple[CachedAnswer,
     )
     if entry is None:
         return None
-    return entry, 1.0 - float(entry.distance)  # type: ignore[attr-defined]
+    return entry, 1.0 - float(entry.distance)
 
 
 def _count(assistant: Assistant, kind: str | None, entry_id: int | None = None) -> None:
