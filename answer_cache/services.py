@@ -1,0 +1,469 @@
+"""The RAG-aware answer cache: store good answers, serve them again, drop them when stale.
+
+Where it is called (assistant/pipeline.py and assistant/services.py, wired by the integrator):
+
+- `cache_lookup(user=..., assistant=..., question=..., history=..., query_vector=..., vector_out=...)`
+  in `answer_events`, AFTER the input guardrails (so only the redacted question is looked up and
+  cached) and before retrieval. A hit is turned into a new Answer with `CacheHit.answer_fields()`
+  (cache_hit=True, cached_from=the source answer) and shown with `CacheHit.notice`; no model is
+  called. On a miss, a vector the lookup had to embed is appended to `vector_out`: pass it to
+  `knowledge.selectors.search(query_vector=...)` so the question is embedded once.
+- `cache_store(answer=...)` right AFTER an Answer is saved (it reads answer.pk, the message for
+  the conversation history, and the answer's retrieved chunks). It decides itself whether the
+  answer may be cached, so it can be called for every answer. Staff approval (the review queue)
+  calls `cache_store(answer=..., approved=True)`.
+- `cache_purge()` runs from the `answer_cache.tasks.purge_answer_cache` beat task;
+  `cache_invalidate(document_ids=...)` drops entries built from given documents at once.
+
+Correctness does not depend on the purge: a lookup serves an entry only while every chunk it was
+built from still exists (re-indexing a document replaces its chunks, deleting it removes them)
+and the asking user may read every one of them, checked in the lookup's SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+from django.utils.formats import date_format
+from pgvector.django import CosineDistance
+
+from answer_cache.models import CacheCounter, CachedAnswer
+from answer_cache.text import normalize_question, text_hash
+from assistant.models import Answer, Assistant, Flag
+from gateway import provider
+from knowledge import selectors as knowledge
+from knowledge.models import Chunk
+
+logger = logging.getLogger(__name__)
+
+History = Sequence[tuple[str, str]]
+NOTICE_QUESTION_CHARS = 120
+
+
+@dataclass(frozen=True)
+class CacheHit:
+    """What the pipeline needs to answer from an earlier answer."""
+
+    entry: CachedAnswer
+    answer: Answer  # the source answer
+    kind: str  # "exact" or "semantic"
+    similarity: float
+    latency_ms: float  # the whole lookup, including an embedding it had to make
+
+    @property
+    def text(self) -> str:
+        return self.answer.text
+
+    @property
+    def citations(self) -> list[dict[str, Any]]:
+        return list(self.answer.citations)
+
+    @property
+    def question(self) -> str:
+        return self.answer.question
+
+    @property
+    def asked_at(self) -> datetime:
+        return self.answer.created_at
+
+    @property
+    def notice(self) -> str:
+        return hit_notice(question=self.question, asked_at=self.asked_at)
+
+    def answer_fields(self) -> dict[str, Any]:
+        """Field values for the new Answer that records this hit (add message, user, question)."""
+        source = self.answer
+        return {
+            "assistant": source.assistant,
+            "text": source.text,
+            "citations": source.citations,
+            "confidence": source.confidence,
+            "grounded": source.grounded,
+            "grounding": source.grounding,
+            "suggestions": source.suggestions,
+            "retrieved": source.retrieved,
+            "model": source.model,
+            "seed": source.seed,
+            "temperature": source.temperature,
+            "top_p": source.top_p,
+            "max_tokens": source.max_tokens,
+            "prompt": source.prompt,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cost_usd": 0,
+            "cache_hit": True,
+            "cached_from": source,
+            "latency_ms": {"cache": round(self.latency_ms, 1), "total": round(self.latency_ms, 1)},
+        }
+
+
+def hit_notice(*, question: str, asked_at: datetime) -> str:
+    """The line shown with a cached answer: which earlier question it answered, and when."""
+    text = " ".join(question.split())
+    if len(text) > NOTICE_QUESTION_CHARS:
+        text = text[: NOTICE_QUESTION_CHARS - 1].rstrip() + "…"
+    day = date_format(timezone.localtime(asked_at), "j F Y")
+    return f"Answered from an earlier answer to: “{text}”, on {day}"
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def is_follow_up(question: str, history: History) -> bool:
+    """A question that needs the one before it to be understood; retrieval searches them together."""
+    from assistant import grounding
+
+    return bool(history) and len(grounding.content_words(question)) < 4
+
+
+def context_key(question: str, history: History) -> str:
+    """Empty for a question that stands alone; the previous question's hash for a follow-up.
+
+    It follows the pipeline's own rule (assistant.pipeline.retrieval_query): a follow-up is
+    retrieved together with the previous question, so "and for GPL?" after two different
+    questions are two different keys; a full question retrieves the same sources in any
+    conversation and shares its key.
+    """
+    if not is_follow_up(question, history):
+        return ""
+    return text_hash(normalize_question(history[-1][0]))
+
+
+def query_text(question: str, history: History) -> str:
+    """What is embedded: the text retrieval embeds, so the pipeline's vector can be shared."""
+    if is_follow_up(question, history):
+        return f"{history[-1][0]} {question}"
+    return question
+
+
+def _embed(question: str, history: History) -> list[float]:
+    return list(provider.embed([query_text(question, history)], kind="query").vectors[0])
+
+
+# --- store -----------------------------------------------------------------------------------
+
+
+def cacheable_reason(answer: Answer, *, approved: bool = False) -> str:
+    """Why `answer` may not be cached, or "" when it may.
+
+    Abstentions, fallbacks and cache hits are never cached. Otherwise staff approval is enough;
+    without it the answer must have passed the grounding check and carry no flag.
+    """
+    if answer.pk is None:
+        return "not saved"
+    if answer.cache_hit or answer.cached_from_id is not None:
+        return "a cache hit"
+    if answer.abstained:
+        return "abstained"
+    if answer.fallback:
+        return "a fallback"
+    if not _chunk_ids(answer)[0]:
+        return "no sources"
+    if approved:
+        return ""
+    if answer.grounded is not True:
+        return "not grounded"
+    if answer.flagged or Flag.objects.filter(answer=answer).exists():
+        return "flagged"
+    return ""
+
+
+def _chunk_ids(answer: Answer) -> tuple[list[int], list[int], list[int]]:
+    """(retrieved chunk ids, cited chunk ids, document ids) of an answer."""
+    retrieved: list[int] = []
+    cited: list[int] = []
+    documents: list[int] = []
+    for rows, into in ((answer.retrieved or [], retrieved), (answer.citations or [], cited)):
+        for row in rows:
+            if isinstance(row, dict) and isinstance(row.get("chunk_id"), int):
+                into.append(row["chunk_id"])
+                if isinstance(row.get("document_id"), int):
+                    documents.append(row["document_id"])
+    chunks = list(dict.fromkeys([*retrieved, *cited]))
+    return chunks, list(dict.fromkeys(cited)), sorted(set(documents))
+
+
+def _history_of(answer: Answer) -> list[tuple[str, str]]:
+    if answer.message_id is None:
+        return []
+    from assistant.services import history_before
+
+    return history_before(answer.message)  # type: ignore[arg-type]
+
+
+@transaction.atomic
+def cache_store(
+    *,
+    answer: Answer,
+    approved: bool = False,
+    history: History | None = None,
+    query_vector: Sequence[float] | None = None,
+) -> CachedAnswer | None:
+    """Cache a saved answer if it qualifies (see `cacheable_reason`); returns the entry or None.
+
+    `history` defaults to the conversation before the answer's message. `query_vector` is the
+    embedding retrieval used, if the caller has it; otherwise the question is embedded here.
+    Storing an answer again refreshes its entry; a newer answer to the same question in the same
+    context replaces the older one.
+    """
+    if not settings.ANSWER_CACHE_ENABLED:
+        return None
+    reason = cacheable_reason(answer, approved=approved)
+    if reason:
+        logger.debug("answer %s not cached: %s", answer.pk, reason)
+        return None
+    question = normalize_question(answer.question)
+    if not question:
+        return None
+    history = list(history) if history is not None else _history_of(answer)
+    try:
+        vector = list(query_vector) if query_vector is not None else _embed(answer.question, history)
+    except provider.ProviderError as exc:
+        logger.warning("answer %s not cached: %s", answer.pk, exc)
+        return None
+    chunk_ids, cited, document_ids = _chunk_ids(answer)
+    key = context_key(answer.question, history)
+    digest = text_hash(question)
+    CachedAnswer.objects.filter(
+        assistant_id=answer.assistant_id, context_key=key, question_hash=digest
+    ).exclude(answer=answer).delete()
+    existing = CachedAnswer.objects.filter(answer=answer).first()
+    entry, _ = CachedAnswer.objects.update_or_create(
+        answer=answer,
+        defaults={
+            "assistant_id": answer.assistant_id,
+            "question": question,
+            "question_hash": digest,
+            "context_key": key,
+            "embedding": vector,
+            "chunk_ids": chunk_ids,
+            "cited_chunk_ids": cited,
+            "document_ids": document_ids,
+            "approved": approved or bool(existing and existing.approved),
+            "expires_at": timezone.now() + timedelta(seconds=settings.ANSWER_CACHE_TTL_SECONDS),
+        },
+    )
+    return entry
+
+
+# --- lookup ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Scope:
+    assistant_id: int
+    context_key: str
+    now: datetime
+    readable: list[int]  # collections the user may read, within the assistant's scope
+
+
+def _servable_sql(scope: _Scope) -> tuple[str, list[Any]]:
+    """Conditions on entry `e`: this assistant and context, fresh, unflagged, every chunk readable.
+
+    Only our own table names are formatted into the SQL; every value is a parameter.
+
+    `scope.readable` comes from knowledge.selectors.readable_collection_ids: a chunk that no
+    longer exists, or lies in a collection outside it, fails the inner NOT EXISTS and the entry
+    is not served.
+    """
+    answers, flags, chunks = Answer._meta.db_table, Flag._meta.db_table, Chunk._meta.db_table
+    sql = (
+        "e.assistant_id = %s AND e.context_key = %s AND e.expires_at > %s "  # noqa: S608
+        f"AND (e.approved OR NOT EXISTS (SELECT 1 FROM {answers} a WHERE a.id = e.answer_id "
+        f"AND a.flagged) AND NOT EXISTS (SELECT 1 FROM {flags} f WHERE f.answer_id = e.answer_id)) "
+        "AND cardinality(e.chunk_ids) > 0 "
+        "AND NOT EXISTS (SELECT 1 FROM unnest(e.chunk_ids) AS wanted(id) WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {chunks} c WHERE c.id = wanted.id AND c.collection_id = ANY(%s)))"
+    )
+    return sql, [scope.assistant_id, scope.context_key, scope.now, scope.readable]
+
+
+def _entries() -> QuerySet[CachedAnswer]:
+    # The hit's Answer needs the source's prompt and assistant: one query loads them all.
+    return CachedAnswer.objects.select_related("answer__prompt", "answer__assistant")
+
+
+def _find_exact(scope: _Scope, digest: str) -> CachedAnswer | None:
+    """The servable entry with this question hash, loaded in one query (no embedding needed)."""
+    servable, params = _servable_sql(scope)
+    ids = (
+        f"SELECT e.id FROM {CachedAnswer._meta.db_table} e WHERE e.question_hash = %s "  # noqa: S608
+        f"AND {servable} ORDER BY e.approved DESC, e.created_at DESC LIMIT 1"
+    )
+    return _entries().filter(pk__in=RawSQL(ids, [digest, *params])).first()  # noqa: S611
+
+
+def _find_nearest(scope: _Scope, vector: Sequence[float]) -> tuple[CachedAnswer, float] | None:
+    """The nearest servable entry and its cosine similarity, in one query.
+
+    pgvector 0.6 filters after an HNSW scan, so with filters the index may find fewer rows; at
+    LIMIT 1 its default candidate list (ef_search 40) leaves the nearest servable entry within
+    reach in practice, and a miss here costs a model call, never a wrong answer.
+    """
+    servable, params = _servable_sql(scope)
+    literal = "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
+    ids = (
+        f"SELECT e.id FROM {CachedAnswer._meta.db_table} e WHERE {servable} "  # noqa: S608
+        "ORDER BY e.embedding <=> %s::vector LIMIT 1"
+    )
+    entry = (
+        _entries()
+        .filter(pk__in=RawSQL(ids, [*params, literal]))  # noqa: S611
+        .annotate(distance=CosineDistance("embedding", list(vector)))
+        .first()
+    )
+    if entry is None:
+        return None
+    return entry, 1.0 - float(entry.distance)
+
+
+def _count(assistant: Assistant, kind: str | None, entry_id: int | None = None) -> None:
+    """One more lookup for today (and a hit of `kind` on `entry_id`), in one statement."""
+    table, entries = CacheCounter._meta.db_table, CachedAnswer._meta.db_table
+    now = timezone.now()
+    bump = (
+        f"WITH bump AS (UPDATE {entries} SET hits = hits + 1, last_hit_at = %s WHERE id = %s) "  # noqa: S608
+        if entry_id is not None
+        else ""
+    )
+    sql = (
+        f"{bump}INSERT INTO {table} (day, assistant_id, lookups, exact_hits, semantic_hits) "  # noqa: S608
+        "VALUES (%s, %s, 1, %s, %s) ON CONFLICT (day, assistant_id) DO UPDATE SET "
+        f"lookups = {table}.lookups + 1, exact_hits = {table}.exact_hits + EXCLUDED.exact_hits, "
+        f"semantic_hits = {table}.semantic_hits + EXCLUDED.semantic_hits"
+    )
+    params: list[Any] = [now, entry_id] if entry_id is not None else []
+    params += [timezone.localdate(now), assistant.pk, int(kind == "exact"), int(kind == "semantic")]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def cache_lookup(
+    *,
+    user: object,
+    assistant: Assistant,
+    question: str,
+    history: History,
+    query_vector: Sequence[float] | None = None,
+    vector_out: list[list[float]] | None = None,
+) -> CacheHit | None:
+    """An earlier answer this user may be given for `question`, or None.
+
+    First the exact normalised text (no embedding needed), then the nearest cached question by
+    cosine similarity at or above settings.ANSWER_CACHE_SIMILARITY; both within the same
+    assistant and context key, unexpired, and only entries whose every source chunk still exists
+    and is readable by `user` within the assistant's collections. `query_vector` is the
+    question's embedding if the caller has one (as `query_text` builds it); a vector embedded
+    here is appended to `vector_out` for reuse by retrieval.
+    """
+    started = time.perf_counter()
+    if not settings.ANSWER_CACHE_ENABLED:
+        return None
+    normalized = normalize_question(question)
+    if not normalized:
+        return None
+    collections = list(assistant.collections.values_list("pk", flat=True)) or None
+    scope = _Scope(
+        assistant_id=assistant.pk,
+        context_key=context_key(question, history),
+        now=timezone.now(),
+        readable=knowledge.readable_collection_ids(user, collections),
+    )
+    if not scope.readable:
+        _count(assistant, None)
+        return None
+    entry = _find_exact(scope, text_hash(normalized))
+    kind, similarity = "exact", 1.0
+    if entry is None:
+        kind = "semantic"
+        vector = query_vector
+        if vector is None:
+            try:
+                vector = _embed(question, history)
+            except provider.ProviderError as exc:
+                logger.warning("cache lookup skipped: %s", exc)
+                _count(assistant, None)
+                return None
+            if vector_out is not None:
+                vector_out.append(list(vector))
+        found = _find_nearest(scope, vector)
+        if found is not None and found[1] >= settings.ANSWER_CACHE_SIMILARITY:
+            entry, similarity = found
+    if entry is None:
+        _count(assistant, None)
+        return None
+    _count(assistant, kind, entry.pk)
+    entry.hits += 1
+    entry.last_hit_at = scope.now
+    return CacheHit(
+        entry=entry,
+        answer=entry.answer,
+        kind=kind,
+        similarity=round(similarity, 4),
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+# --- invalidation ----------------------------------------------------------------------------
+
+
+def cache_invalidate(
+    *,
+    document_ids: Sequence[int] | None = None,
+    assistant: Assistant | None = None,
+    answer: Answer | None = None,
+) -> int:
+    """Drop entries built from any of `document_ids`, of `assistant`, or of `answer`; the count.
+
+    With no argument nothing is dropped (use `cache_clear` for everything).
+    """
+    entries = CachedAnswer.objects.all()
+    if document_ids is None and assistant is None and answer is None:
+        return 0
+    if document_ids is not None:
+        entries = entries.filter(document_ids__overlap=list(document_ids))
+    if assistant is not None:
+        entries = entries.filter(assistant=assistant)
+    if answer is not None:
+        entries = entries.filter(answer=answer)
+    deleted, _ = entries.delete()
+    return deleted
+
+
+def cache_clear() -> int:
+    deleted, _ = CachedAnswer.objects.all().delete()
+    return deleted
+
+
+def cache_purge(*, now: datetime | None = None) -> int:
+    """Delete entries that can no longer be served to anyone; returns how many.
+
+    Expired ones, ones with a source chunk that no longer exists (its document was re-indexed
+    or deleted), and unapproved ones whose answer was flagged since.
+    """
+    table, answers, flags, chunks = (
+        CachedAnswer._meta.db_table,
+        Answer._meta.db_table,
+        Flag._meta.db_table,
+        Chunk._meta.db_table,
+    )
+    sql = (
+        f"DELETE FROM {table} e WHERE e.expires_at <= %(now)s "  # noqa: S608
+        f"OR EXISTS (SELECT 1 FROM unnest(e.chunk_ids) AS wanted(id) WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {chunks} c WHERE c.id = wanted.id)) "
+        f"OR (NOT e.approved AND (EXISTS (SELECT 1 FROM {answers} a WHERE a.id = e.answer_id "
+        f"AND a.flagged) OR EXISTS (SELECT 1 FROM {flags} f WHERE f.answer_id = e.answer_id)))"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {"now": now or timezone.now()})
+        return int(cursor.rowcount)

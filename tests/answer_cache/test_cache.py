@@ -1,0 +1,495 @@
+"""The answer cache: what is stored, what is served to whom, and when it goes stale."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from answer_cache import selectors, services, tasks
+from answer_cache.models import CacheCounter, CachedAnswer
+from answer_cache.text import normalize_question
+from assistant import services as assistant_services
+from assistant.models import Answer, Assistant
+from knowledge import services as knowledge_services
+from knowledge.models import Collection, Document
+from tests import factories
+from tests.fakes import FakeProvider
+
+pytestmark = pytest.mark.django_db
+
+EXPENSES = """# Expense policy
+
+## Deadlines
+
+Expense reports are due on the 5th of each month.
+Submit them in the finance portal with the receipts attached.
+"""
+SALARIES = """# Salary bands
+
+## Engineering
+
+Engineering salary bands are reviewed every March by the finance team.
+"""
+QUESTION = "When are expense reports due?"
+ANSWER_TEXT = "Expense reports are due on the 5th of each month [1]."
+
+
+@pytest.fixture(autouse=True)
+def _cache_settings(settings: Any) -> None:
+    settings.ANSWER_CACHE_ENABLED = True
+    settings.ANSWER_CACHE_SIMILARITY = 0.8  # suits the fake bag-of-words embeddings
+    settings.ANSWER_CACHE_TTL_SECONDS = 3600
+
+
+@pytest.fixture
+def assistant(db: None) -> Assistant:
+    assistant = assistant_services.assistant_default()
+    assistant.min_similarity = 0.2
+    assistant.save(update_fields=["min_similarity"])
+    return assistant
+
+
+@pytest.fixture
+def public(db: None) -> Collection:
+    return factories.collection(name="Handbook", public=True)
+
+
+@pytest.fixture
+def finance(owner: Any, member: Any) -> Collection:
+    """Readable by the owner and the member, not by the outsider."""
+    return factories.collection(name="Finance", readers=[owner, member])
+
+
+@pytest.fixture
+def expenses(finance: Collection) -> Document:
+    return factories.document(collection=finance, text=EXPENSES, filename="expenses.md")
+
+
+def make_answer(
+    assistant: Assistant,
+    user: Any,
+    documents: list[Document],
+    *,
+    question: str = QUESTION,
+    **fields: Any,
+) -> Answer:
+    """A saved answer built from every chunk of `documents`, citing the first; grounded by default."""
+    chunks = [c for d in documents for c in d.chunks.order_by("position")]
+    values: dict[str, Any] = {
+        "assistant": assistant,
+        "user": user,
+        "question": question,
+        "text": ANSWER_TEXT,
+        "citations": [{"n": 1, "chunk_id": chunks[0].pk, "document_id": chunks[0].document_id}],
+        "retrieved": [
+            {"n": i, "chunk_id": c.pk, "document_id": c.document_id} for i, c in enumerate(chunks, 1)
+        ],
+        "grounded": True,
+        "model": "fake-model",
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "max_tokens": 400,
+        "prompt": assistant.prompt,
+        "prompt_tokens": 900,
+        "completion_tokens": 60,
+        "cost_usd": Decimal("0.002"),
+        "latency_ms": {"total": 2500.0},
+    }
+    values.update(fields)
+    return Answer.objects.create(**values)
+
+
+def lookup(user: Any, assistant: Assistant, question: str = QUESTION, **kwargs: Any) -> Any:
+    return services.cache_lookup(
+        user=user, assistant=assistant, question=question, history=kwargs.pop("history", []), **kwargs
+    )
+
+
+# --- keys ------------------------------------------------------------------------------------
+
+
+def test_normalisation_ignores_case_spacing_and_edge_punctuation() -> None:
+    assert normalize_question("  When ARE expense\n reports due?? ") == "when are expense reports due"
+    assert normalize_question("¿Qué es?") == "qué es"
+    assert normalize_question("C++ or C#?") == "c++ or c#"
+
+
+def test_a_follow_up_is_keyed_by_the_previous_question() -> None:
+    history = [(QUESTION, ANSWER_TEXT)]
+    assert services.context_key("and receipts?", history) != ""
+    assert services.context_key("and receipts?", history) == services.context_key(
+        "And receipts", [("when are expense reports due", "other answer")]
+    )
+    assert services.context_key("and receipts?", [("Who approves travel?", "")]) != services.context_key(
+        "and receipts?", history
+    )
+    assert services.context_key("and receipts?", []) == ""
+    # A question that stands on its own retrieves the same sources in any conversation.
+    assert services.context_key("How do I submit expense reports with receipts?", history) == ""
+
+
+# --- store -----------------------------------------------------------------------------------
+
+
+def test_a_grounded_answer_is_stored_with_its_sources(
+    assistant: Assistant, owner: Any, expenses: Document, fake_provider: FakeProvider
+) -> None:
+    answer = make_answer(assistant, owner, [expenses])
+
+    entry = services.cache_store(answer=answer)
+
+    assert entry is not None
+    chunk = expenses.chunks.get()
+    assert entry.question == "when are expense reports due"
+    assert entry.chunk_ids == [chunk.pk] and entry.cited_chunk_ids == [chunk.pk]
+    assert entry.document_ids == [expenses.pk]
+    assert entry.context_key == "" and not entry.approved
+    assert len(entry.embedding) == 384 and fake_provider.embedded[-1] == QUESTION
+    assert entry.expires_at - entry.created_at == pytest.approx(
+        dt.timedelta(hours=1), abs=dt.timedelta(seconds=5)
+    )
+    # Storing again refreshes the one entry.
+    assert services.cache_store(answer=answer).pk == entry.pk  # type: ignore[union-attr]
+    assert CachedAnswer.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"grounded": False}, "not grounded"),
+        ({"grounded": None}, "not grounded"),
+        ({"flagged": True}, "flagged"),
+        ({"abstained": True}, "abstained"),
+        ({"fallback": True}, "a fallback"),
+        ({"cache_hit": True}, "a cache hit"),
+        ({"retrieved": [], "citations": []}, "no sources"),
+    ],
+)
+def test_answers_that_must_not_be_served_again_are_not_stored(
+    assistant: Assistant, owner: Any, expenses: Document, fields: dict[str, Any], reason: str
+) -> None:
+    answer = make_answer(assistant, owner, [expenses], **fields)
+
+    assert services.cacheable_reason(answer) == reason
+    assert services.cache_store(answer=answer) is None
+    assert not CachedAnswer.objects.exists()
+
+
+def test_an_answer_flagged_by_a_user_is_not_stored(
+    assistant: Assistant, owner: Any, expenses: Document
+) -> None:
+    answer = make_answer(assistant, owner, [expenses])
+    assistant_services.flag_create(answer=answer, user=owner, category="wrong")
+    assert services.cache_store(answer=answer) is None
+
+
+def test_staff_approval_caches_an_ungrounded_or_flagged_answer_but_never_an_abstention(
+    assistant: Assistant, owner: Any, member: Any, expenses: Document
+) -> None:
+    ungrounded = make_answer(assistant, owner, [expenses], grounded=False, flagged=True)
+    entry = services.cache_store(answer=ungrounded, approved=True)
+    assert entry is not None and entry.approved
+    hit = lookup(member, assistant)
+    assert hit is not None and hit.answer == ungrounded
+
+    abstained = make_answer(assistant, owner, [expenses], question="Anything else?", abstained=True)
+    assert services.cache_store(answer=abstained, approved=True) is None
+
+
+def test_nothing_is_stored_or_served_when_the_cache_is_off(
+    settings: Any, assistant: Assistant, owner: Any, expenses: Document
+) -> None:
+    answer = make_answer(assistant, owner, [expenses])
+    services.cache_store(answer=answer)
+    settings.ANSWER_CACHE_ENABLED = False
+    assert lookup(owner, assistant) is None
+    assert services.cache_store(answer=make_answer(assistant, owner, [expenses], question="Other?")) is None
+
+
+# --- lookup ----------------------------------------------------------------------------------
+
+
+def test_the_same_question_hits_without_an_embedding(
+    assistant: Assistant, owner: Any, member: Any, expenses: Document, fake_provider: FakeProvider
+) -> None:
+    answer = make_answer(assistant, owner, [expenses])
+    services.cache_store(answer=answer)
+    embedded = len(fake_provider.embedded)
+
+    hit = lookup(member, assistant, "  when are EXPENSE reports due ")
+
+    assert hit is not None
+    assert (hit.kind, hit.similarity, hit.answer, hit.text) == ("exact", 1.0, answer, ANSWER_TEXT)
+    assert hit.citations == answer.citations and hit.question == QUESTION
+    assert hit.latency_ms > 0
+    assert len(fake_provider.embedded) == embedded  # the exact path embeds nothing
+    entry = CachedAnswer.objects.get()
+    assert entry.hits == 1 and entry.last_hit_at is not None
+
+
+def test_a_close_paraphrase_hits_by_similarity_and_shares_its_vector(
+    assistant: Assistant, owner: Any, member: Any, expenses: Document
+) -> None:
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    vectors: list[list[float]] = []
+
+    hit = lookup(member, assistant, "When are the expense reports due?", vector_out=vectors)
+
+    assert hit is not None and hit.kind == "semantic"
+    assert 0.8 <= hit.similarity < 1.0
+    assert len(vectors) == 1  # embedded here, to be reused by retrieval
+
+
+def test_a_given_vector_is_used_and_not_embedded_again(
+    assistant: Assistant, owner: Any, member: Any, expenses: Document, fake_provider: FakeProvider
+) -> None:
+    from tests.fakes import fake_vector
+
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    embedded = len(fake_provider.embedded)
+    vectors: list[list[float]] = []
+    hit = lookup(
+        member,
+        assistant,
+        "When are the expense reports due?",
+        query_vector=fake_vector("When are the expense reports due?"),
+        vector_out=vectors,
+    )
+    assert hit is not None and vectors == [] and len(fake_provider.embedded) == embedded
+
+
+def test_a_question_below_the_threshold_misses(
+    settings: Any, assistant: Assistant, owner: Any, member: Any, expenses: Document
+) -> None:
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+
+    assert lookup(member, assistant, "Where do I submit receipts in the finance portal?") is None
+    # The same paraphrase that hits at 0.8 misses once the threshold is above its similarity.
+    paraphrase = "When are the expense reports due?"
+    assert lookup(member, assistant, paraphrase) is not None
+    settings.ANSWER_CACHE_SIMILARITY = 0.99
+    assert lookup(member, assistant, paraphrase) is None
+    assert lookup(member, assistant, QUESTION) is not None  # exact matches need no threshold
+
+
+def test_another_assistant_does_not_share_the_entry(
+    assistant: Assistant, owner: Any, expenses: Document
+) -> None:
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    other = Assistant.objects.create(name="Other", scope="Other things.", prompt=assistant.prompt)
+    assert lookup(owner, other) is None
+    assert lookup(owner, assistant) is not None
+
+
+def test_a_follow_up_hits_only_after_the_same_previous_question(
+    assistant: Assistant, owner: Any, member: Any, expenses: Document
+) -> None:
+    history = [(QUESTION, ANSWER_TEXT)]
+    answer = make_answer(assistant, owner, [expenses], question="and receipts?")
+    entry = services.cache_store(answer=answer, history=history)
+    assert entry is not None and entry.context_key
+
+    assert lookup(member, assistant, "And receipts?", history=[("when are expense reports due", "…")])
+    assert lookup(member, assistant, "and receipts?", history=[("Who approves travel?", "…")]) is None
+    assert lookup(member, assistant, "and receipts?") is None
+
+
+def test_the_history_of_a_chat_answer_is_read_from_its_conversation(
+    assistant: Assistant, member: Any, expenses: Document, fake_provider: FakeProvider
+) -> None:
+    reply = json.dumps({"answer": ANSWER_TEXT, "citations": [1], "confidence": 0.9, "not_found": False})
+    fake_provider.replies = [reply, reply]
+    conversation = assistant_services.conversation_create(user=member, assistant=assistant)
+    for text in (QUESTION, "and receipts?"):
+        _, pending = assistant_services.message_send(conversation=conversation, text=text)
+        assistant_services.answer_complete(message=pending)
+    follow_up = Answer.objects.get(message=pending)
+    assert follow_up.grounded is True
+
+    entry = services.cache_store(answer=follow_up)
+
+    assert entry is not None
+    assert entry.context_key == services.context_key("and receipts?", [(QUESTION, "")])
+    assert fake_provider.embedded[-1] == f"{QUESTION} and receipts?"  # the text retrieval embeds
+
+
+def test_an_answer_made_by_the_pipeline_is_stored_and_served(
+    assistant: Assistant, member: Any, outsider: Any, expenses: Document, fake_provider: FakeProvider
+) -> None:
+    fake_provider.replies = [
+        json.dumps({"answer": ANSWER_TEXT, "citations": [1], "confidence": 0.9, "not_found": False})
+    ]
+    answer = assistant_services.answer_for(user=member, question=QUESTION, assistant=assistant)
+    assert answer.grounded is True and not answer.flagged
+
+    assert services.cache_store(answer=answer) is not None
+    hit = lookup(member, assistant, "when are expense reports due")
+    assert hit is not None and hit.answer == answer
+    assert lookup(outsider, assistant) is None
+
+
+# --- scope -----------------------------------------------------------------------------------
+
+
+def test_only_users_who_can_read_every_source_get_the_hit(
+    assistant: Assistant, owner: Any, member: Any, outsider: Any, public: Collection, expenses: Document
+) -> None:
+    handbook = factories.document(collection=public, text=SALARIES, filename="salaries.md")
+    # Built from a public chunk and a Finance chunk; citing only the public one.
+    answer = make_answer(assistant, owner, [handbook, expenses])
+    services.cache_store(answer=answer)
+
+    assert lookup(owner, assistant) is not None
+    assert lookup(member, assistant) is not None
+    assert lookup(outsider, assistant) is None
+    assert lookup(outsider, assistant, "When are the expense reports due?") is None
+
+    # Given read access, the outsider gets it too.
+    expenses.collection.reader_users.add(outsider)
+    assert lookup(outsider, assistant) is not None
+
+
+def test_a_group_reader_gets_the_hit_and_loses_it_with_the_group(
+    assistant: Assistant, owner: Any, outsider: Any, expenses: Document
+) -> None:
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    group = factories.group()
+    expenses.collection.reader_groups.add(group)
+    outsider.groups.add(group)
+    assert lookup(outsider, assistant) is not None
+    outsider.groups.remove(group)
+    assert lookup(outsider, assistant) is None
+
+
+def test_an_assistant_narrowed_to_other_collections_does_not_serve_the_entry(
+    assistant: Assistant, owner: Any, public: Collection, expenses: Document
+) -> None:
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    assistant.collections.set([public])
+    assert lookup(owner, assistant) is None
+    assistant.collections.set([expenses.collection])
+    assert lookup(owner, assistant) is not None
+
+
+# --- invalidation ----------------------------------------------------------------------------
+
+
+def test_reindexing_a_changed_document_invalidates_the_entry(
+    assistant: Assistant, owner: Any, expenses: Document
+) -> None:
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    assert lookup(owner, assistant) is not None
+
+    changed = EXPENSES.replace("5th", "10th")
+    updated = factories.document(collection=expenses.collection, text=changed, filename="expenses.md")
+
+    assert updated.pk == expenses.pk and updated.version == 2
+    assert lookup(owner, assistant) is None
+    assert services.cache_purge() == 1
+    assert not CachedAnswer.objects.exists()
+
+
+def test_deleting_a_document_invalidates_the_entry(
+    assistant: Assistant, owner: Any, public: Collection, expenses: Document
+) -> None:
+    handbook = factories.document(collection=public, text=SALARIES, filename="salaries.md")
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    kept = services.cache_store(
+        answer=make_answer(assistant, owner, [handbook], question="When are salary bands reviewed?")
+    )
+
+    knowledge_services.document_delete(document=expenses)
+
+    assert lookup(owner, assistant) is None
+    assert lookup(owner, assistant, "When are salary bands reviewed?") is not None
+    assert tasks.purge_answer_cache() == 1
+    assert list(CachedAnswer.objects.all()) == [kept]
+
+
+def test_invalidate_by_document_drops_only_entries_built_from_it(
+    assistant: Assistant, owner: Any, public: Collection, expenses: Document
+) -> None:
+    handbook = factories.document(collection=public, text=SALARIES, filename="salaries.md")
+    services.cache_store(answer=make_answer(assistant, owner, [expenses, handbook]))
+    services.cache_store(answer=make_answer(assistant, owner, [handbook], question="Salary review?"))
+
+    assert services.cache_invalidate() == 0
+    assert services.cache_invalidate(document_ids=[expenses.pk]) == 1
+    assert CachedAnswer.objects.get().question == "salary review"
+    assert services.cache_invalidate(assistant=assistant) == 1
+
+
+def test_an_expired_entry_is_not_served_and_is_purged(
+    assistant: Assistant, owner: Any, expenses: Document
+) -> None:
+    entry = services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    assert entry is not None
+    CachedAnswer.objects.filter(pk=entry.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+
+    assert lookup(owner, assistant) is None
+    assert services.cache_purge() == 1
+
+
+def test_an_entry_flagged_after_it_was_stored_is_no_longer_served(
+    assistant: Assistant, owner: Any, member: Any, expenses: Document
+) -> None:
+    answer = make_answer(assistant, owner, [expenses])
+    services.cache_store(answer=answer)
+    assistant_services.flag_create(answer=answer, user=member, category="wrong")
+
+    assert lookup(owner, assistant) is None
+    assert services.cache_purge() == 1
+
+
+def test_a_newer_answer_to_the_same_question_replaces_the_older(
+    assistant: Assistant, owner: Any, expenses: Document
+) -> None:
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    newer = make_answer(assistant, owner, [expenses], question="when are expense reports due")
+    services.cache_store(answer=newer)
+    assert CachedAnswer.objects.get().answer == newer
+
+
+# --- the hit, and stats ----------------------------------------------------------------------
+
+
+def test_the_hit_notice_names_the_earlier_question_and_its_date() -> None:
+    asked = dt.datetime(2025, 3, 4, 12, 0, tzinfo=dt.UTC)
+    assert (
+        services.hit_notice(question="When are  expense reports due?", asked_at=asked)
+        == "Answered from an earlier answer to: “When are expense reports due?”, on 4 March 2025"
+    )
+    long = services.hit_notice(question="why " * 100, asked_at=asked)
+    assert "…”" in long and len(long) < 200
+
+
+def test_a_hit_becomes_a_new_answer_and_stats_count_its_savings(
+    assistant: Assistant, owner: Any, member: Any, expenses: Document
+) -> None:
+    source = make_answer(assistant, owner, [expenses])
+    services.cache_store(answer=source)
+    hit = lookup(member, assistant)
+    assert hit is not None
+    assert lookup(member, assistant, "Something unrelated entirely") is None
+
+    served = Answer.objects.create(user=member, question=QUESTION, **hit.answer_fields())
+
+    assert served.cache_hit and served.cached_from == source and served.text == source.text
+    assert served.citations == source.citations and served.prompt_tokens == 0
+    assert services.cache_store(answer=served) is None  # a hit is never cached itself
+    stats = selectors.cache_stats()
+    assert (stats.lookups, stats.hits, stats.exact_hits, stats.semantic_hits) == (2, 1, 1, 0)
+    assert stats.hit_rate == 0.5
+    assert (stats.saved_prompt_tokens, stats.saved_completion_tokens) == (900, 60)
+    assert stats.saved_cost_usd == Decimal("0.002")
+    assert 2400 < stats.saved_ms < 2500 and stats.entries == 1
+    assert stats.as_dict()["saved_cost_usd"] == "0.002000"
+
+    later = selectors.cache_stats(since=timezone.now() + dt.timedelta(days=2))
+    assert (later.lookups, later.hits, later.hit_rate, later.saved_ms) == (0, 0, None, 0.0)
+    assert CacheCounter.objects.get().lookups == 2
