@@ -27,6 +27,12 @@ class CachedAnswer(models.Model):
         max_length=64, blank=True, help_text="Hash of the conversation context of a follow-up; empty if none."
     )
     embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
+    scope_key = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="A hash of the collections the asker could read: an answer is served again only to "
+        "people who read the same ones, so nobody gets an answer made from less than they may see.",
+    )
     chunk_ids = ArrayField(models.BigIntegerField(), default=list, help_text="Retrieved chunks.")
     cited_chunk_ids = ArrayField(models.BigIntegerField(), default=list, blank=True)
     document_ids = ArrayField(models.BigIntegerField(), default=list)

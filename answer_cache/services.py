@@ -163,6 +163,10 @@ def cacheable_reason(answer: Answer, *, approved: bool = False) -> str:
         return "not saved"
     if answer.cache_hit or answer.cached_from_id is not None:
         return "a cache hit"
+    if answer.replay_of_id is not None:
+        return "a staff replay"
+    if answer.user_id is None:
+        return "no asker, so no known permissions"
     if answer.abstained:
         return "abstained"
     if answer.fallback:
@@ -234,8 +238,9 @@ def cache_store(
     chunk_ids, cited, document_ids = _chunk_ids(answer)
     key = context_key(answer.question, history)
     digest = text_hash(question)
+    scope = scope_key(answer.user, answer.assistant)
     CachedAnswer.objects.filter(
-        assistant_id=answer.assistant_id, context_key=key, question_hash=digest
+        assistant_id=answer.assistant_id, context_key=key, question_hash=digest, scope_key=scope
     ).exclude(answer=answer).delete()
     existing = CachedAnswer.objects.filter(answer=answer).first()
     entry, _ = CachedAnswer.objects.update_or_create(
@@ -245,6 +250,7 @@ def cache_store(
             "question": question,
             "question_hash": digest,
             "context_key": key,
+            "scope_key": scope,
             "embedding": vector,
             "chunk_ids": chunk_ids,
             "cited_chunk_ids": cited,
@@ -266,6 +272,20 @@ class _Scope:
     now: datetime
     readable: list[int]  # collections the user may read, within the assistant's scope
 
+    @property
+    def key(self) -> str:
+        return _readable_key(self.readable)
+
+
+def _readable_key(readable: Sequence[int]) -> str:
+    return text_hash(",".join(str(pk) for pk in sorted(set(readable))))
+
+
+def scope_key(user: object, assistant: Assistant) -> str:
+    """Which of the assistant's collections `user` may read, as a hash (see CachedAnswer.scope_key)."""
+    collections = list(assistant.collections.values_list("pk", flat=True)) or None
+    return _readable_key(knowledge.readable_collection_ids(user, collections))
+
 
 def _servable_sql(scope: _Scope) -> tuple[str, list[Any]]:
     """Conditions on entry `e`: this assistant and context, fresh, unflagged, every chunk readable.
@@ -278,14 +298,14 @@ def _servable_sql(scope: _Scope) -> tuple[str, list[Any]]:
     """
     answers, flags, chunks = Answer._meta.db_table, Flag._meta.db_table, Chunk._meta.db_table
     sql = (
-        "e.assistant_id = %s AND e.context_key = %s AND e.expires_at > %s "  # noqa: S608
+        "e.assistant_id = %s AND e.context_key = %s AND e.scope_key = %s AND e.expires_at > %s "  # noqa: S608
         f"AND (e.approved OR NOT EXISTS (SELECT 1 FROM {answers} a WHERE a.id = e.answer_id "
         f"AND a.flagged) AND NOT EXISTS (SELECT 1 FROM {flags} f WHERE f.answer_id = e.answer_id)) "
         "AND cardinality(e.chunk_ids) > 0 "
         "AND NOT EXISTS (SELECT 1 FROM unnest(e.chunk_ids) AS wanted(id) WHERE NOT EXISTS "
         f"(SELECT 1 FROM {chunks} c WHERE c.id = wanted.id AND c.collection_id = ANY(%s)))"
     )
-    return sql, [scope.assistant_id, scope.context_key, scope.now, scope.readable]
+    return sql, [scope.assistant_id, scope.context_key, scope.key, scope.now, scope.readable]
 
 
 def _entries() -> QuerySet[CachedAnswer]:
@@ -356,6 +376,7 @@ def cache_lookup(
     history: History,
     query_vector: Sequence[float] | None = None,
     vector_out: list[list[float]] | None = None,
+    exact_only: bool = False,
 ) -> CacheHit | None:
     """An earlier answer this user may be given for `question`, or None.
 
@@ -364,7 +385,9 @@ def cache_lookup(
     assistant and context key, unexpired, and only entries whose every source chunk still exists
     and is readable by `user` within the assistant's collections. `query_vector` is the
     question's embedding if the caller has one (as `query_text` builds it); a vector embedded
-    here is appended to `vector_out` for reuse by retrieval.
+    here is appended to `vector_out` for reuse by retrieval. `exact_only` tries the exact text
+    alone and counts no miss: the pipeline's fast path before it embeds anything, followed by a
+    full lookup when it misses.
     """
     started = time.perf_counter()
     if not settings.ANSWER_CACHE_ENABLED:
@@ -384,6 +407,8 @@ def cache_lookup(
         return None
     entry = _find_exact(scope, text_hash(normalized))
     kind, similarity = "exact", 1.0
+    if entry is None and exact_only:
+        return None
     if entry is None:
         kind = "semantic"
         vector = query_vector

@@ -96,6 +96,11 @@ class AssistantAdmin(admin.ModelAdmin[Assistant]):
         ),
     ]
 
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        if change and form.changed_data:
+            services.assistant_settings_changed(assistant=form.instance)
+
     @admin.display(description="Model")
     def chat_model(self, obj: Assistant) -> str:
         return obj.chat_model

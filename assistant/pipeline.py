@@ -19,6 +19,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from pydantic import ValidationError
 
+from answer_cache import services as answer_cache
 from assistant import grounding
 from assistant.models import Answer, Assistant, PromptTemplate
 from assistant.prompts import ANSWER_SCHEMA, REPAIR_INSTRUCTIONS, AnswerPayload
@@ -780,6 +781,7 @@ def _record(turn: Turn, **fields: Any) -> Answer:
         completion_tokens=turn.usage.completion_tokens,
         latency_ms=turn.latency,
         guardrails=turn.verdicts,
+        route=turn.decision.as_json() if turn.decision else {},
         **fields,
     )
 
@@ -844,6 +846,14 @@ def answer_events(
         config=config or Settings.of(assistant),
         guard=rules,
     )
+    replaying = pinned_chunk_ids is not None or config is not None
+    # The same question asked before (after redaction, so the cache never holds personal data) is
+    # answered again without embedding it; it passed the input checks when it was first asked.
+    hit = None if replaying else _cache_lookup(turn, exact_only=True)
+    if hit is not None:
+        yield from _answer_from_cache(turn, hit, began)
+        return
+
     yield Stage("retrieving")
     _embed_question(turn)
     if pinned_chunk_ids is not None:
@@ -856,6 +866,11 @@ def answer_events(
         turn.latency["total"] = round((time.perf_counter() - began) * 1000, 1)
         yield Delta(stopped.text)
         yield Done(stopped)
+        return
+
+    hit = None if replaying else _cache_lookup(turn, exact_only=False)
+    if hit is not None:
+        yield from _answer_from_cache(turn, hit, began)
         return
 
     if retrieval_is_weak(turn):
@@ -984,6 +999,42 @@ def answer_events(
             flagged=action == "block" or not check.grounded,
             suggestions=suggestions,
             rewrite=vague_rewrite(turn.question, turn.sources),
+        )
+    )
+
+
+def _cache_lookup(turn: Turn, *, exact_only: bool) -> answer_cache.CacheHit | None:
+    """An earlier answer this user may be given, or None; a cache failure is only a miss."""
+    query = retrieval_query(turn.question, turn.history)
+    try:
+        return answer_cache.cache_lookup(
+            user=turn.user,
+            assistant=turn.assistant,
+            question=turn.question,
+            history=turn.history,
+            query_vector=None if exact_only else _query_vector_for(turn, query),
+            exact_only=exact_only,
+        )
+    except Exception:
+        logger.exception("answer cache lookup failed; answering without it")
+        return None
+
+
+def _answer_from_cache(turn: Turn, hit: answer_cache.CacheHit, began: float) -> Iterator[Event]:
+    """The earlier answer, recorded as a new Answer that points at it (no model is called)."""
+    fields = hit.answer_fields()
+    fields["latency_ms"] = {
+        **turn.latency,
+        "cache": round(hit.latency_ms, 1),
+        "total": round((time.perf_counter() - began) * 1000, 1),
+    }
+    yield Delta(hit.text)
+    yield Done(
+        Answer(
+            **fields,
+            user=turn.user if getattr(turn.user, "pk", None) else None,
+            question=turn.question,
+            guardrails=turn.verdicts if turn.verdicts.get("input") else None,
         )
     )
 

@@ -53,7 +53,17 @@ def answer_summary(answer: Answer) -> dict[str, Any]:
         "suggestions": list(answer.suggestions or []),
         "prompt_version": answer.prompt.version,
         "latency_ms": latency_total(answer),
+        "cache_hit": bool(answer.cache_hit),
+        "cached_from": cached_from_json(answer),
     }
+
+
+def cached_from_json(answer: Answer) -> dict[str, Any] | None:
+    """For a cache hit: which earlier answer was served, to which question, and when."""
+    source = answer.cached_from if answer.cache_hit else None
+    if source is None:
+        return None
+    return {"answer_id": source.pk, "question": source.question, "asked_at": source.created_at.isoformat()}
 
 
 def answer_record(answer: Answer) -> dict[str, Any]:
@@ -84,5 +94,7 @@ def answer_record(answer: Answer) -> dict[str, Any]:
         "latency_ms": latency_total(answer),
         "cost_usd": None if answer.cost_usd is None else float(answer.cost_usd),
         "cache_hit": answer.cache_hit,
+        "cached_from": cached_from_json(answer),
+        "route": answer.route or None,
         "guardrails": answer.guardrails,
     }

@@ -13,6 +13,7 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
 
+from answer_cache import services as answer_cache
 from assistant import pipeline
 from assistant.models import (
     Answer,
@@ -256,7 +257,21 @@ def _answer_save(*, message: Message, answer: Answer, tracker: usage.Tracker | N
     if tracker is not None:
         usage.answer_account(answer=answer, tracker=tracker)
     _flag_automatically(answer)
+    _remember(answer)
     return True
+
+
+def _remember(answer: Answer) -> None:
+    """Offer the answer to the semantic cache, which keeps only grounded, unflagged ones.
+
+    A cache that fails must not lose the answer the user already has: the error is logged.
+    """
+    if answer.cache_hit:
+        return
+    try:
+        answer_cache.cache_store(answer=answer)
+    except Exception:
+        logger.exception("could not cache answer %s", answer.pk)
 
 
 def _flag_automatically(answer: Answer) -> None:
@@ -377,6 +392,7 @@ def answer_save(*, answer: Answer, tracker: usage.Tracker | None = None) -> Answ
     if tracker is not None:
         usage.answer_account(answer=answer, tracker=tracker)
     _flag_automatically(answer)
+    _remember(answer)
     return answer
 
 
@@ -432,8 +448,17 @@ def api_token_revoke(*, token: ApiToken) -> None:
 
 
 def assistants_use_prompt(*, prompt: PromptTemplate) -> int:
-    """Point every assistant at `prompt`; returns how many changed."""
-    return Assistant.objects.exclude(prompt=prompt).update(prompt=prompt)
+    """Point every assistant at `prompt`; returns how many changed. Their cached answers go."""
+    changing = list(Assistant.objects.exclude(prompt=prompt))
+    for assistant in changing:
+        assistant_settings_changed(assistant=assistant)
+    return Assistant.objects.filter(pk__in=[a.pk for a in changing]).update(prompt=prompt)
+
+
+def assistant_settings_changed(*, assistant: Assistant) -> int:
+    """An assistant's prompt, model, retrieval or guardrail settings changed: answers cached under
+    the old settings are no longer what it would say, so they are dropped. Returns how many."""
+    return answer_cache.cache_invalidate(assistant=assistant)
 
 
 def api_token_authenticate(raw: str) -> User | None:

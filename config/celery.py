@@ -29,6 +29,11 @@ app.conf.beat_schedule = {
         "task": "assistant.tasks.recover_orphaned_messages",
         "schedule": 60.0,
     },
+    # Cached answers past their time to live, or built from chunks that are gone.
+    "answer-cache-purge": {
+        "task": "answer_cache.tasks.purge_answer_cache",
+        "schedule": 3600.0,
+    },
     # Model calls summed per user, day, model and purpose for the dashboard (idempotent upserts).
     "usage-rollup": {
         "task": "usage.tasks.rollup_recent",

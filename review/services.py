@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from answer_cache import services as answer_cache
 from assistant.models import Answer
 from evals import services as evals_services
 from review.models import Review, ReviewEvent
@@ -43,15 +44,17 @@ def _required(text: str, what: str) -> str:
 
 @transaction.atomic
 def review_approve(*, answer: Answer, actor: User, note: str = "") -> Review:
-    """The answer is right as it stands (the semantic cache may serve it)."""
+    """The answer is right as it stands: the semantic cache may serve it from now on."""
     review = _review_for_update(answer=answer, actor=actor)
-    return _decide(
+    decided = _decide(
         review,
         actor=actor,
         status=Review.Status.APPROVED,
         action=ReviewEvent.Action.APPROVED,
         note=note.strip(),
     )
+    answer_cache.cache_store(answer=answer, approved=True)
+    return decided
 
 
 @transaction.atomic

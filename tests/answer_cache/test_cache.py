@@ -372,8 +372,23 @@ def test_an_assistant_narrowed_to_other_collections_does_not_serve_the_entry(
     services.cache_store(answer=make_answer(assistant, owner, [expenses]))
     assistant.collections.set([public])
     assert lookup(owner, assistant) is None
+    # Narrowed to the very collection it used, the assistant would still search less than when the
+    # answer was made (it could read every collection then): not served either.
     assistant.collections.set([expenses.collection])
+    assert lookup(owner, assistant) is None
+    assistant.collections.clear()
     assert lookup(owner, assistant) is not None
+
+
+def test_an_answer_made_with_less_access_is_not_served_to_someone_who_may_read_more(
+    assistant: Assistant, owner: Any, member: Any, expenses: Document
+) -> None:
+    """Same sources, readable by both; but the owner's search reaches more, so ask afresh."""
+    factories.collection(name="Board", readers=[owner])
+    services.cache_store(answer=make_answer(assistant, member, [expenses]))
+    assert lookup(member, assistant) is not None
+    assert services.scope_key(owner, assistant) != services.scope_key(member, assistant)
+    assert lookup(owner, assistant) is None
 
 
 # --- invalidation ----------------------------------------------------------------------------

@@ -140,6 +140,8 @@ def test_completion_is_the_saved_answer_with_its_citations(
     assert "5th of each month" in citation["quote"]
     assert set(extra) == {
         "answer_id",
+        "cache_hit",
+        "cached_from",
         "citations",
         "abstained",
         "grounded",

@@ -1,0 +1,156 @@
+"""The pipeline with the semantic cache and model routing wired in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from assistant import pipeline, services
+from assistant.models import Answer, Assistant, Conversation
+from gateway import provider
+from knowledge.models import Document
+from tests import factories
+from tests.assistant.test_services import GOOD, POLICY, QUESTION, UNGROUNDED
+from tests.fakes import FakeProvider
+from usage.models import ModelCall
+
+pytestmark = pytest.mark.django_db
+
+ROUTING = {"cheap_model": "small-model", "strong_model": "big-model", "fallback_models": ["small-model"]}
+
+
+@pytest.fixture
+def assistant(db: None) -> Assistant:
+    assistant = services.assistant_default()
+    assistant.min_similarity = 0.2  # suits the fake bag-of-words embeddings
+    assistant.save(update_fields=["min_similarity"])
+    return assistant
+
+
+@pytest.fixture
+def policy(db: None) -> Document:
+    collection = factories.collection(name="Policies", public=True)
+    return factories.document(collection=collection, text=POLICY, filename="expense-policy.md")
+
+
+def ask(user: Any, question: str = QUESTION) -> Answer:
+    conversation: Conversation = services.conversation_create(user=user)
+    _asked, pending = services.message_send(conversation=conversation, text=question)
+    services.answer_complete(message=pending)
+    return Answer.objects.get(message=pending)
+
+
+def chat_calls(fake: FakeProvider) -> int:
+    return len(fake.calls)
+
+
+def test_the_same_question_is_answered_from_the_cache_without_a_model_call(
+    assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider, client: Any
+) -> None:
+    fake_provider.replies = [GOOD]
+    first = ask(member)
+    assert first.grounded and not first.cache_hit
+    calls, embedded = chat_calls(fake_provider), len(fake_provider.embedded)
+
+    again = ask(member, "  when are EXPENSE reports due? ")
+
+    assert chat_calls(fake_provider) == calls  # no model call
+    assert len(fake_provider.embedded) == embedded  # the exact path embeds nothing
+    assert again.cache_hit and again.cached_from == first
+    assert again.text == first.text and again.citations == first.citations
+    assert again.cost_usd == 0 and "cache" in again.latency_ms
+    client.force_login(member)
+    page = client.get(f"/c/{again.message.conversation_id}/").content.decode()
+    assert "Answered from an earlier answer to: “When are expense reports due?”" in page
+
+
+def test_an_ungrounded_answer_is_not_served_again(
+    assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider
+) -> None:
+    fake_provider.replies = [UNGROUNDED, GOOD]
+    first = ask(member)
+    assert first.grounded is False
+
+    again = ask(member)
+
+    assert not again.cache_hit and again.grounded and chat_calls(fake_provider) == 2
+
+
+def test_changing_the_assistant_drops_its_cached_answers(
+    assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider
+) -> None:
+    fake_provider.replies = [GOOD, GOOD]
+    ask(member)
+    assert services.assistant_settings_changed(assistant=assistant) == 1
+
+    assert not ask(member).cache_hit
+
+
+def test_a_replay_never_comes_from_the_cache(
+    assistant: Assistant, policy: Document, member: Any, owner: Any, fake_provider: FakeProvider
+) -> None:
+    fake_provider.replies = [GOOD, GOOD]
+    first = ask(member)
+
+    replay = services.answer_replay(answer=first, user=owner)
+
+    assert not replay.cache_hit and chat_calls(fake_provider) == 2
+
+
+def test_each_question_is_routed_and_the_decision_recorded(
+    assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider
+) -> None:
+    assistant.routing = ROUTING
+    assistant.save(update_fields=["routing"])
+    fake_provider.replies = [GOOD]
+
+    answer = ask(member)
+
+    assert answer.route["route"] in {"cheap", "strong"} and answer.route["reason"]
+    assert answer.model == answer.route["model"] in {"small-model", "big-model"}
+    assert fake_provider.calls[-1]["params"].model == answer.model
+
+
+def test_a_timeout_falls_back_to_another_model(
+    assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider
+) -> None:
+    assistant.routing = {**ROUTING, "strong_types": ["lookup", "definition", "comparison", "multi_step"]}
+    assistant.routing["use_classifier"] = False
+    assistant.routing["max_cheap_words"] = 1  # every question goes to the strong model first
+    assistant.save(update_fields=["routing"])
+    fake_provider.replies = [provider.ProviderError("timed out", kind=provider.ErrorKind.TIMEOUT), GOOD]
+
+    answer = ask(member)
+
+    assert answer.route["route"] == "fallback" and answer.route["fallback_from"] == "big-model"
+    assert answer.model == "small-model" and answer.grounded
+    assert [c["params"].model for c in fake_provider.calls] == ["big-model", "small-model"]
+
+
+def test_a_repair_call_is_accounted_as_repair(
+    assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider
+) -> None:
+    fake_provider.replies = ["not json at all", GOOD]
+
+    answer = ask(member)
+
+    assert answer.repaired
+    purposes = list(ModelCall.objects.filter(answer=answer).values_list("purpose", flat=True))
+    assert "repair" in purposes and "answer" in purposes
+
+
+def test_the_cache_failing_is_only_a_miss(
+    assistant: Assistant,
+    policy: Document,
+    member: Any,
+    fake_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(**kwargs: Any) -> None:
+        raise RuntimeError("cache table missing")
+
+    monkeypatch.setattr(pipeline.answer_cache, "cache_lookup", broken)
+    fake_provider.replies = [GOOD]
+
+    assert ask(member).grounded
