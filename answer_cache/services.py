@@ -1,17 +1,18 @@
 """The RAG-aware answer cache: store good answers, serve them again, drop them when stale.
 
-Where it is called (assistant/pipeline.py and assistant/services.py, wired by the integrator):
+Where it is called (assistant/pipeline.py and assistant/services.py):
 
-- `cache_lookup(user=..., assistant=..., question=..., history=..., query_vector=..., vector_out=...)`
-  in `answer_events`, AFTER the input guardrails (so only the redacted question is looked up and
-  cached) and before retrieval. A hit is turned into a new Answer with `CacheHit.answer_fields()`
-  (cache_hit=True, cached_from=the source answer) and shown with `CacheHit.notice`; no model is
-  called. On a miss, a vector the lookup had to embed is appended to `vector_out`: pass it to
-  `knowledge.selectors.search(query_vector=...)` so the question is embedded once.
-- `cache_store(answer=...)` right AFTER an Answer is saved (it reads answer.pk, the message for
-  the conversation history, and the answer's retrieved chunks). It decides itself whether the
-  answer may be cached, so it can be called for every answer. Staff approval (the review queue)
-  calls `cache_store(answer=..., approved=True)`.
+- `cache_lookup(..., exact_only=True)` in `answer_events` right after redaction, before anything
+  is embedded (skipped when the message held personal data); then `cache_lookup(user=...,
+  assistant=..., question=..., history=..., query_vector=...)` after retrieval and the input
+  guardrails, with the vector retrieval used. Only redacted questions are looked up and cached.
+  A hit becomes a new Answer with `CacheHit.answer_fields()` (cache_hit=True, cached_from=the
+  source answer), shown with the earlier question and its date; no model is called.
+- `cache_store(answer=..., query_vector=...)` right AFTER an Answer is saved, with the vector
+  retrieval used (it reads answer.pk, the message for the conversation history, and the
+  answer's retrieved chunks). It decides itself whether the answer may be cached, so it can be
+  called for every answer. Staff approval (the review queue) calls
+  `cache_store(answer=..., approved=True)`; a user's flag on a served copy drops the entry.
 - `cache_purge()` runs from the `answer_cache.tasks.purge_answer_cache` beat task;
   `cache_invalidate(document_ids=...)` drops entries built from given documents at once.
 
@@ -447,14 +448,17 @@ def cache_invalidate(
     document_ids: Sequence[int] | None = None,
     assistant: Assistant | None = None,
     answer: Answer | None = None,
+    answer_id: int | None = None,
 ) -> int:
     """Drop entries built from any of `document_ids`, of `assistant`, or of `answer`; the count.
 
     With no argument nothing is dropped (use `cache_clear` for everything).
     """
     entries = CachedAnswer.objects.all()
-    if document_ids is None and assistant is None and answer is None:
+    if document_ids is None and assistant is None and answer is None and answer_id is None:
         return 0
+    if answer_id is not None:
+        entries = entries.filter(answer_id=answer_id)
     if document_ids is not None:
         entries = entries.filter(document_ids__overlap=list(document_ids))
     if assistant is not None:

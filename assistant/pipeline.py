@@ -82,6 +82,8 @@ class Stage:
 @dataclass(frozen=True)
 class Done:
     answer: Answer
+    # What retrieval searched for, so the answer cache can store the answer without embedding again.
+    query_vector: list[float] | None = None
 
 
 Event = Delta | Stage | Done
@@ -97,6 +99,8 @@ class Settings:
     seed: int | None
     max_tokens: int
     prompt: PromptTemplate
+    # Answer on `model` whatever the routing policy says (a replay must use the original's model).
+    pinned: bool = False
 
     @classmethod
     def of(cls, assistant: Assistant) -> Settings:
@@ -118,6 +122,7 @@ class Settings:
             seed=answer.seed,
             max_tokens=answer.max_tokens,
             prompt=answer.prompt,
+            pinned=True,
         )
 
     def params(self) -> provider.ChatParams:
@@ -185,7 +190,8 @@ class Turn:
     repaired: bool = False
     guard: GuardConfig = field(default_factory=GuardConfig)
     verdicts: dict[str, Any] = field(default_factory=lambda: {"input": [], "chunks": [], "output": []})
-    query_vector: list[float] | None = None
+    query_vector: list[float] | None = None  # the question's embedding (input checks, retrieval)
+    retrieval_vector: list[float] | None = None  # what retrieval searched for (see _retrieval_vector)
     decision: Decision | None = None  # which model answers, and why (routing)
 
     def routed(self, decision: Decision) -> None:
@@ -247,9 +253,16 @@ def _embed_question(turn: Turn) -> None:
     turn.latency["embedding"] = round((time.perf_counter() - started) * 1000, 1)
 
 
-def _query_vector_for(turn: Turn, query: str) -> list[float] | None:
-    """The question's vector when `query` is the question itself (None: a follow-up, embed it)."""
-    return turn.query_vector if query == turn.question else None
+def _retrieval_vector(turn: Turn) -> list[float]:
+    """The vector of what retrieval searches for: the question's own, or for a follow-up the
+    previous question with it (embedded once, then shared by search and the answer cache)."""
+    if turn.retrieval_vector is None:
+        query = retrieval_query(turn.question, turn.history)
+        if query == turn.question and turn.query_vector is not None:
+            turn.retrieval_vector = turn.query_vector
+        else:
+            turn.retrieval_vector = provider.embed([query], kind="query").vectors[0]
+    return turn.retrieval_vector
 
 
 def _retrieve(turn: Turn) -> None:
@@ -260,7 +273,7 @@ def _retrieve(turn: Turn) -> None:
         query,
         turn.assistant.top_k,
         _collections(turn.assistant),
-        query_vector=_query_vector_for(turn, query),
+        query_vector=_retrieval_vector(turn),
     )
     turn.sources = _guard_sources(turn, _sources_from_hits(hits, 1))
     turn.latency["retrieval"] = round((time.perf_counter() - started) * 1000, 1)
@@ -309,8 +322,7 @@ def _retrieve_pinned(turn: Turn, chunk_ids: list[int]) -> None:
     started = time.perf_counter()
     hits = knowledge.hits_for_chunks(turn.user, chunk_ids)
     if hits:
-        query = retrieval_query(turn.question, turn.history)
-        vector = _query_vector_for(turn, query) or provider.embed([query], kind="query").vectors[0]
+        vector = _retrieval_vector(turn)
         hits = [dataclasses.replace(hit, vector_score=_cosine(vector, hit.chunk.embedding)) for hit in hits]
     turn.sources = _guard_sources(turn, _sources_from_hits(hits, 1))
     turn.latency["retrieval"] = round((time.perf_counter() - started) * 1000, 1)
@@ -847,9 +859,11 @@ def answer_events(
         guard=rules,
     )
     replaying = pinned_chunk_ids is not None or config is not None
-    # The same question asked before (after redaction, so the cache never holds personal data) is
-    # answered again without embedding it; it passed the input checks when it was first asked.
-    hit = None if replaying else _cache_lookup(turn, exact_only=True)
+    # The same question asked before is answered again without embedding it: it passed the input
+    # checks when it was first asked. Not a message with personal data in it, whose redacted form
+    # may match: the input checks decide what happens to it (rewrite, block) under pii_action.
+    personal = rules.pii and (bool(pii.find(original, rules.pii_kinds)) or redacted != original)
+    hit = None if replaying or personal else _cache_lookup(turn, exact_only=True)
     if hit is not None:
         yield from _answer_from_cache(turn, hit, began)
         return
@@ -891,7 +905,11 @@ def answer_events(
         return
 
     # A replay or an eval run that names another model than the assistant's keeps that model.
-    pinned = config.model if config is not None and config.model != assistant.chat_model else None
+    pinned = (
+        config.model
+        if config is not None and (config.pinned or config.model != assistant.chat_model)
+        else None
+    )
     _route(turn, pinned)
 
     if assistant.tools_enabled:
@@ -999,20 +1017,20 @@ def answer_events(
             flagged=action == "block" or not check.grounded,
             suggestions=suggestions,
             rewrite=vague_rewrite(turn.question, turn.sources),
-        )
+        ),
+        query_vector=turn.retrieval_vector,
     )
 
 
 def _cache_lookup(turn: Turn, *, exact_only: bool) -> answer_cache.CacheHit | None:
     """An earlier answer this user may be given, or None; a cache failure is only a miss."""
-    query = retrieval_query(turn.question, turn.history)
     try:
         return answer_cache.cache_lookup(
             user=turn.user,
             assistant=turn.assistant,
             question=turn.question,
             history=turn.history,
-            query_vector=None if exact_only else _query_vector_for(turn, query),
+            query_vector=None if exact_only else _retrieval_vector(turn),
             exact_only=exact_only,
         )
     except Exception:
@@ -1039,9 +1057,14 @@ def _answer_from_cache(turn: Turn, hit: answer_cache.CacheHit, began: float) -> 
     )
 
 
-def run_to_answer(**kwargs: Any) -> Answer:
-    """Drain `answer_events` and return its (unsaved) Answer."""
+def run_to_done(**kwargs: Any) -> Done:
+    """Drain `answer_events` and return its final event (the unsaved Answer and its vector)."""
     for event in answer_events(**kwargs):
         if isinstance(event, Done):
-            return event.answer
+            return event
     raise RuntimeError("the answer pipeline ended without an answer")
+
+
+def run_to_answer(**kwargs: Any) -> Answer:
+    """Drain `answer_events` and return its (unsaved) Answer."""
+    return run_to_done(**kwargs).answer

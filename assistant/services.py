@@ -204,7 +204,9 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
                 if isinstance(event, pipeline.Delta):
                     partial.append(event.text)
                 if isinstance(event, pipeline.Done):
-                    finished = _answer_save(message=message, answer=event.answer, tracker=tracker)
+                    finished = _answer_save(
+                        message=message, answer=event.answer, tracker=tracker, query_vector=event.query_vector
+                    )
                     if not finished:
                         break  # stopped just before the end: the stop wins
                 elif time.monotonic() - last_check > STOP_CHECK_SECONDS:
@@ -245,7 +247,13 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
 
 
 @transaction.atomic
-def _answer_save(*, message: Message, answer: Answer, tracker: usage.Tracker | None = None) -> bool:
+def _answer_save(
+    *,
+    message: Message,
+    answer: Answer,
+    tracker: usage.Tracker | None = None,
+    query_vector: list[float] | None = None,
+) -> bool:
     """Attach the finished answer to its message; False when the user stopped it meanwhile."""
     completed = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(
         content=answer.text, status=Message.Status.COMPLETE
@@ -257,19 +265,21 @@ def _answer_save(*, message: Message, answer: Answer, tracker: usage.Tracker | N
     if tracker is not None:
         usage.answer_account(answer=answer, tracker=tracker)
     _flag_automatically(answer)
-    _remember(answer)
+    _remember(answer, query_vector)
     return True
 
 
-def _remember(answer: Answer) -> None:
+def _remember(answer: Answer, query_vector: list[float] | None) -> None:
     """Offer the answer to the semantic cache, which keeps only grounded, unflagged ones.
 
-    A cache that fails must not lose the answer the user already has: the error is logged.
+    `query_vector` is what retrieval searched for; only a cacheable answer without one (never one
+    from the pipeline) is embedded again. A cache that fails must not lose the answer the user
+    already has: the error is logged.
     """
     if answer.cache_hit:
         return
     try:
-        answer_cache.cache_store(answer=answer)
+        answer_cache.cache_store(answer=answer, query_vector=query_vector)
     except Exception:
         logger.exception("could not cache answer %s", answer.pk)
 
@@ -376,14 +386,16 @@ def answer_for(
     """
     usage.budget_check(user=user)
     with usage.tracking(user=user, purpose=usage.Purpose.ANSWER) as tracker:
-        answer = pipeline.run_to_answer(
+        done = pipeline.run_to_done(
             assistant=assistant or assistant_default(), user=user, question=question, history=history
         )
-    return answer_save(answer=answer, tracker=tracker)
+    return answer_save(answer=done.answer, tracker=tracker, query_vector=done.query_vector)
 
 
 @transaction.atomic
-def answer_save(*, answer: Answer, tracker: usage.Tracker | None = None) -> Answer:
+def answer_save(
+    *, answer: Answer, tracker: usage.Tracker | None = None, query_vector: list[float] | None = None
+) -> Answer:
     """Save an answer made outside a chat message (API, CLI), flagging it when it needs review.
 
     With `tracker`, the answer's cost is set and its model calls are attached to it.
@@ -392,7 +404,7 @@ def answer_save(*, answer: Answer, tracker: usage.Tracker | None = None) -> Answ
     if tracker is not None:
         usage.answer_account(answer=answer, tracker=tracker)
     _flag_automatically(answer)
-    _remember(answer)
+    _remember(answer, query_vector)
     return answer
 
 
@@ -430,6 +442,10 @@ def flag_create(
     if not answer.flagged:
         answer.flagged = True
         answer.save(update_fields=["flagged"])
+    if answer.cached_from_id is not None:
+        # Flagged where the cache served it: the earlier answer is not given to anyone else again
+        # (the review queue decides about it from here).
+        answer_cache.cache_invalidate(answer_id=answer.cached_from_id)
     return flag
 
 

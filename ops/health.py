@@ -65,8 +65,11 @@ def _chat_model() -> str:
     return settings.CHAT_MODEL
 
 
+HEALTH_PURPOSE = "health"
+
+
 def _embeddings_model() -> str:
-    with provider.purpose("other"):  # a probe, not an embedding anyone asked for
+    with provider.purpose(HEALTH_PURPOSE):  # a probe, not usage: no ModelCall row per poll
         result = provider.embed(["health check"], kind="query")
     return f"{result.model}, {len(result.vectors[0])} dimensions"
 

@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from assistant import services as assistant_services
 from assistant.models import Assistant
 from evals import selectors as evals_selectors
 from evals import services as evals_services
@@ -161,6 +162,7 @@ def model_register(*, assistant: Assistant, model: str) -> Assistant:
     RoutingPolicy.from_dict(routing)  # never store a policy the router would refuse
     assistant.routing = routing
     assistant.save(update_fields=["routing"])
+    assistant_services.assistant_settings_changed(assistant=assistant)  # cached answers were the old model's
     return assistant
 
 

@@ -154,6 +154,8 @@ def call_record(record: provider.CallRecord) -> ModelCall | None:
     it is never counted as free. Recording failures are logged and swallowed; accounting must
     not break an answer.
     """
+    if record.purpose == "health":
+        return None  # /healthz probes every few seconds behind a load balancer; that is not usage
     tracker = _current.get()
     price = selectors.price_for(record.model)
     usage = record.usage

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from answer_cache.models import CachedAnswer
 from assistant import pipeline, services
 from assistant.models import Answer, Assistant, Conversation
 from gateway import provider
@@ -154,3 +155,74 @@ def test_the_cache_failing_is_only_a_miss(
     fake_provider.replies = [GOOD]
 
     assert ask(member).grounded
+
+
+def test_storing_an_answer_in_the_cache_reuses_the_retrieval_vector(
+    assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider
+) -> None:
+    fake_provider.replies = [GOOD]
+    before = len(fake_provider.embedded)
+
+    answer = ask(member)
+
+    assert answer.grounded and CachedAnswer.objects.filter(answer=answer).exists()
+    assert fake_provider.embedded[before:] == [QUESTION]  # once, for retrieval and the cache
+
+
+def test_flagging_a_served_copy_stops_the_cache_serving_it(
+    assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider
+) -> None:
+    fake_provider.replies = [GOOD, GOOD]
+    first = ask(member)
+    hit = ask(member)
+    assert hit.cached_from == first
+
+    services.flag_create(answer=hit, user=member, category="wrong", note="out of date")
+
+    assert not CachedAnswer.objects.filter(answer=first).exists()
+    assert not ask(member).cache_hit
+
+
+def test_a_message_with_personal_data_skips_the_exact_path(
+    assistant: Assistant,
+    policy: Document,
+    member: Any,
+    fake_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lookups: list[bool] = []
+    real = pipeline.answer_cache.cache_lookup
+
+    def spy(**kwargs: Any) -> Any:
+        lookups.append(kwargs["exact_only"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(pipeline.answer_cache, "cache_lookup", spy)
+    fake_provider.replies = [GOOD, GOOD]
+
+    ask(member, f"{QUESTION} Reply to jane.doe@example.com")
+    assert True not in lookups  # the input checks see it first, whatever they decide
+    seen = len(lookups)
+    ask(member)
+    assert lookups[seen:] == [True, False]
+
+
+def test_a_replay_keeps_the_original_model_under_a_routing_policy(
+    assistant: Assistant, policy: Document, member: Any, owner: Any, fake_provider: FakeProvider
+) -> None:
+    fake_provider.replies = [GOOD, GOOD]
+    first = ask(member)
+    assistant.routing = ROUTING
+    assistant.save(update_fields=["routing"])
+
+    replay = services.answer_replay(answer=first, user=owner)
+
+    assert replay.model == first.model and replay.route["route"] == "fixed"
+
+
+def test_health_probes_are_not_recorded_as_usage(db: None, fake_provider: FakeProvider) -> None:
+    from ops import health
+
+    health.CHECKS["embeddings_model"]()
+
+    assert not ModelCall.objects.exists()
