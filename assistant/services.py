@@ -285,7 +285,8 @@ def _remember(answer: Answer, query_vector: list[float] | None) -> None:
 
 
 def _flag_automatically(answer: Answer) -> None:
-    """Answers that failed the grounding check, fell back, or were withheld by a guardrail go to review."""
+    """Answers that failed the grounding check, fell back, or were withheld by a guardrail go to
+    review, and so do requests a guardrail refused outright (to catch over-refusals)."""
     verdicts = answer.guardrails if isinstance(answer.guardrails, dict) else {}
     if answer.flagged and verdicts.get("output_action") == "block":
         categories = ", ".join(verdicts.get("output_categories") or []) or "output check"
@@ -295,6 +296,17 @@ def _flag_automatically(answer: Answer) -> None:
             source=Flag.Source.GUARDRAIL,
             note=f"Automatic: the answer was withheld by a guardrail ({categories}). "
             f"{verdicts.get('output_reason', '')}".strip(),
+        )
+        return
+    if verdicts.get("input_action") == "block":
+        # Refused outright, with no safe version offered: staff check it was not an over-refusal.
+        categories = ", ".join(verdicts.get("categories") or []) or "input check"
+        Flag.objects.create(
+            answer=answer,
+            category=Flag.Category.OTHER,
+            source=Flag.Source.GUARDRAIL,
+            note=f"Automatic: the request was refused by a guardrail ({categories}). "
+            "Check that it was not a harmless request.",
         )
         return
     if answer.flagged:

@@ -226,3 +226,16 @@ def test_health_probes_are_not_recorded_as_usage(db: None, fake_provider: FakePr
     health.CHECKS["embeddings_model"]()
 
     assert not ModelCall.objects.exists()
+
+
+def test_a_request_refused_outright_goes_to_review_for_over_refusal(
+    assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider
+) -> None:
+    fake_provider.replies = [GOOD]
+    answer = ask(member)
+    answer.guardrails = {"input_action": "block", "categories": ["violence_weapons"]}
+
+    services._flag_automatically(answer)
+
+    flag = answer.flags.get(source="guardrail")
+    assert flag.category == "other" and "violence_weapons" in flag.note and "harmless" in flag.note
