@@ -346,17 +346,14 @@ def _sweep(user: Any, corpus: Corpus, hybrid_real: list[list[int]]) -> dict[str,
 
     vector, _ = _run_search(user, corpus, "vector", CANDIDATES)
     keyword: dict[str, list[list[int]]] = {}
-    keyword["or"], _ = _run_search(user, corpus, "keyword", CANDIDATES)
+    # The selector's own keyword side: every word first, then informative words ORed.
+    keyword["selector"], _ = _run_search(user, corpus, "keyword", CANDIDATES)
     original = selectors._OPERATORS
     selectors._OPERATORS = re.compile("")  # always "typed operators": websearch AND semantics
     try:
         keyword["and"], _ = _run_search(user, corpus, "keyword", CANDIDATES)
     finally:
         selectors._OPERATORS = original
-    keyword["and_then_or"] = [
-        (a + [cid for cid in o if cid not in set(a)])[:CANDIDATES]
-        for a, o in zip(keyword["and"], keyword["or"], strict=True)
-    ]
     for share in (0.02, 0.05, 0.1):
         keyword[f"or_df<={share:.0%}"] = _keyword_rare(corpus, share)
 
@@ -364,9 +361,11 @@ def _sweep(user: Any, corpus: Corpus, hybrid_real: list[list[int]]) -> dict[str,
         fused = [_fuse(v, kw, k=20, **params) for v, kw in zip(vector, ranking, strict=True)]
         return _metrics(fused, corpus.questions)
 
-    # The replay must reproduce the real search (k=20 there: pool max(4k, 40) = 80, RRF_K = 60).
+    # The replay must reproduce the real search (k=20 there: pool max(4k, 40) = 80).
+    rrf = selectors.RRF_K
     replay = [
-        _fuse(v, kw, rrf_k=60, pool=80, wv=1, wk=1, k=20) for v, kw in zip(vector, keyword["or"], strict=True)
+        _fuse(v, kw, rrf_k=rrf, pool=80, wv=1, wk=1, k=20)
+        for v, kw in zip(vector, keyword["selector"], strict=True)
     ]
     agreement = sum(a == b for a, b in zip(replay, hybrid_real, strict=True)) / len(replay)
 
@@ -395,18 +394,20 @@ def _sweep(user: Any, corpus: Corpus, hybrid_real: list[list[int]]) -> dict[str,
             | {"questions_with_no_keyword_hit": sum(1 for r in ranking if not r)}
             for name, ranking in keyword.items()
         },
-        "baseline (or, rrf_k 60, pool 80, weights 1/1)": pick("or", 60, 80),
-        "hybrid_with_each_keyword_variant (rrf_k 60, pool 80, weights 1/1)": {
-            name: pick(name, 60, 80) for name in keyword
+        "baseline (selector, its rrf_k, pool 80, weights 1/1)": pick("selector", rrf, 80),
+        "hybrid_with_each_keyword_variant (its rrf_k, pool 80, weights 1/1)": {
+            name: pick(name, rrf, 80) for name in keyword
         },
         "best_per_keyword_variant": best_by_keyword,
         "best_10": grid[:10],
-        "by_rrf_k (or, pool 80, weights 1/1)": [
-            pick("or", rrf_k, 80) for rrf_k in (1, 5, 10, 20, 30, 60, 100)
+        "by_rrf_k (selector, pool 80, weights 1/1)": [
+            pick("selector", rrf_k, 80) for rrf_k in (1, 5, 10, 20, 30, 60, 100)
         ],
-        "by_pool (or, rrf_k 60, weights 1/1)": [pick("or", 60, pool) for pool in (10, 20, 40, 80, 100)],
-        "by_weights (or, rrf_k 60, pool 80)": [
-            r for r in grid if r["keyword"] == "or" and r["rrf_k"] == 60 and r["pool"] == 80
+        "by_pool (selector, its rrf_k, weights 1/1)": [
+            pick("selector", rrf, pool) for pool in (10, 20, 40, 80, 100)
+        ],
+        "by_weights (selector, its rrf_k, pool 80)": [
+            r for r in grid if r["keyword"] == "selector" and r["rrf_k"] == rrf and r["pool"] == 80
         ],
         "grid_size": len(grid),
     }
