@@ -45,18 +45,22 @@ def knowledge(db: None) -> Any:
 
 @pytest.fixture
 def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """Holds the fake model after its first words until the test opens the gate.
+    """Holds the fake model after its first sentence until the test opens the gate.
 
     The fake answers instantly; held like this the page stays in its streaming state long enough
-    to be looked at, without any sleep.
+    to be looked at, without any sleep. The output guardrail releases streamed text a sentence at
+    a time, so the hold comes once the first sentence has been written.
     """
     opened = threading.Event()
     fake_stream = provider.chat_stream
 
     def held_stream(messages: Any, **kwargs: Any) -> Iterator[Any]:
-        for position, event in enumerate(fake_stream(messages, **kwargs)):
-            if position == 4:
-                opened.wait(timeout=15)
+        written = ""
+        for event in fake_stream(messages, **kwargs):
+            if isinstance(event, provider.StreamDelta):
+                if re.search(r"[.!?]\s+$", written):
+                    opened.wait(timeout=15)
+                written += event.text
             yield event
 
     monkeypatch.setattr(provider, "chat_stream", held_stream)
@@ -215,8 +219,10 @@ def reply(answer: str = ANSWER, *, confidence: float = 0.9, not_found: bool = Fa
 
 
 def test_each_kind_of_answer_looks_different(
-    page: Page, live_server: Any, knowledge: Any, fake_provider: FakeProvider
+    page: Page, live_server: Any, knowledge: Any, fake_provider: FakeProvider, settings: Any
 ) -> None:
+    # The same question each time, each answered by the model: no answer from the cache.
+    settings.ANSWER_CACHE_ENABLED = False
     conversation = services.conversation_create(user=knowledge)
     outcomes = [
         reply(),
