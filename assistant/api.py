@@ -365,7 +365,12 @@ def _saved_events(*, assistant: Assistant, user: User, asked: Asked) -> Generato
     with contextlib.closing(events):
         for event in events:
             if isinstance(event, pipeline.Done):
-                services.answer_save(answer=event.answer, tracker=tracker, query_vector=event.query_vector)
+                services.answer_save(
+                    answer=event.answer,
+                    tracker=tracker,
+                    query_vector=event.query_vector,
+                    history=event.history,
+                )
             yield event
 
 

@@ -82,8 +82,10 @@ class Stage:
 @dataclass(frozen=True)
 class Done:
     answer: Answer
-    # What retrieval searched for, so the answer cache can store the answer without embedding again.
+    # What retrieval searched for, and the redacted history it was asked in: the answer cache
+    # stores the answer under the same key and vector the next lookup will use.
     query_vector: list[float] | None = None
+    history: list[tuple[str, str]] | None = None
 
 
 Event = Delta | Stage | Done
@@ -1019,6 +1021,7 @@ def answer_events(
             rewrite=vague_rewrite(turn.question, turn.sources),
         ),
         query_vector=turn.retrieval_vector,
+        history=turn.history,
     )
 
 

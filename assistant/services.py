@@ -204,9 +204,7 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
                 if isinstance(event, pipeline.Delta):
                     partial.append(event.text)
                 if isinstance(event, pipeline.Done):
-                    finished = _answer_save(
-                        message=message, answer=event.answer, tracker=tracker, query_vector=event.query_vector
-                    )
+                    finished = _answer_save(message=message, done=event, tracker=tracker)
                     if not finished:
                         break  # stopped just before the end: the stop wins
                 elif time.monotonic() - last_check > STOP_CHECK_SECONDS:
@@ -247,14 +245,9 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
 
 
 @transaction.atomic
-def _answer_save(
-    *,
-    message: Message,
-    answer: Answer,
-    tracker: usage.Tracker | None = None,
-    query_vector: list[float] | None = None,
-) -> bool:
+def _answer_save(*, message: Message, done: pipeline.Done, tracker: usage.Tracker | None = None) -> bool:
     """Attach the finished answer to its message; False when the user stopped it meanwhile."""
+    answer = done.answer
     completed = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(
         content=answer.text, status=Message.Status.COMPLETE
     )
@@ -265,21 +258,23 @@ def _answer_save(
     if tracker is not None:
         usage.answer_account(answer=answer, tracker=tracker)
     _flag_automatically(answer)
-    _remember(answer, query_vector)
+    _remember(answer, done.query_vector, done.history)
     return True
 
 
-def _remember(answer: Answer, query_vector: list[float] | None) -> None:
+def _remember(
+    answer: Answer, query_vector: list[float] | None, history: list[tuple[str, str]] | None
+) -> None:
     """Offer the answer to the semantic cache, which keeps only grounded, unflagged ones.
 
-    `query_vector` is what retrieval searched for; only a cacheable answer without one (never one
-    from the pipeline) is embedded again. A cache that fails must not lose the answer the user
-    already has: the error is logged.
+    It is stored under what the pipeline searched for: the redacted history and the retrieval
+    vector (so nothing is embedded again, and nothing personal reaches the cache). A cache that
+    fails must not lose the answer the user already has: the error is logged.
     """
     if answer.cache_hit:
         return
     try:
-        answer_cache.cache_store(answer=answer, query_vector=query_vector)
+        answer_cache.cache_store(answer=answer, query_vector=query_vector, history=history)
     except Exception:
         logger.exception("could not cache answer %s", answer.pk)
 
@@ -401,22 +396,29 @@ def answer_for(
         done = pipeline.run_to_done(
             assistant=assistant or assistant_default(), user=user, question=question, history=history
         )
-    return answer_save(answer=done.answer, tracker=tracker, query_vector=done.query_vector)
+    return answer_save(
+        answer=done.answer, tracker=tracker, query_vector=done.query_vector, history=done.history
+    )
 
 
 @transaction.atomic
 def answer_save(
-    *, answer: Answer, tracker: usage.Tracker | None = None, query_vector: list[float] | None = None
+    *,
+    answer: Answer,
+    tracker: usage.Tracker | None = None,
+    query_vector: list[float] | None = None,
+    history: list[tuple[str, str]] | None = None,
 ) -> Answer:
     """Save an answer made outside a chat message (API, CLI), flagging it when it needs review.
 
-    With `tracker`, the answer's cost is set and its model calls are attached to it.
+    With `tracker`, the answer's cost is set and its model calls are attached to it;
+    `query_vector` and `history` (from the pipeline's Done) let the cache store it as searched.
     """
     answer.save()
     if tracker is not None:
         usage.answer_account(answer=answer, tracker=tracker)
     _flag_automatically(answer)
-    _remember(answer, query_vector)
+    _remember(answer, query_vector, history)
     return answer
 
 

@@ -239,3 +239,24 @@ def test_a_request_refused_outright_goes_to_review_for_over_refusal(
 
     flag = answer.flags.get(source="guardrail")
     assert flag.category == "other" and "violence_weapons" in flag.note and "harmless" in flag.note
+
+
+def test_a_follow_up_is_cached_under_the_redacted_history(
+    assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider
+) -> None:
+    from answer_cache.text import normalize_question, text_hash
+    from guardrails.checks import GuardConfig, provider_text
+
+    conversation: Conversation = services.conversation_create(user=member)
+    first = f"{QUESTION} Ask jane.doe@example.com"
+    fake_provider.replies = [GOOD, GOOD]
+    for text in (first, "and receipts?"):
+        _asked, pending = services.message_send(conversation=conversation, text=text)
+        services.answer_complete(message=pending)
+
+    follow_up = Answer.objects.get(message=pending)
+    entry = CachedAnswer.objects.get(answer=follow_up)
+    redacted = provider_text(first, GuardConfig()).strip()
+    assert "jane" not in redacted
+    assert entry.context_key == text_hash(normalize_question(redacted))
+    assert not any("jane" in text for text in fake_provider.embedded)
