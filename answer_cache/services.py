@@ -378,6 +378,7 @@ def cache_lookup(
     query_vector: Sequence[float] | None = None,
     vector_out: list[list[float]] | None = None,
     exact_only: bool = False,
+    readable: Sequence[int] | None = None,
 ) -> CacheHit | None:
     """An earlier answer this user may be given for `question`, or None.
 
@@ -388,7 +389,8 @@ def cache_lookup(
     question's embedding if the caller has one (as `query_text` builds it); a vector embedded
     here is appended to `vector_out` for reuse by retrieval. `exact_only` tries the exact text
     alone and counts no miss: the pipeline's fast path before it embeds anything, followed by a
-    full lookup when it misses.
+    full lookup when it misses. `readable` is knowledge.selectors.readable_collection_ids(user,
+    the assistant's collections) when the caller already has it.
     """
     started = time.perf_counter()
     if not settings.ANSWER_CACHE_ENABLED:
@@ -396,12 +398,14 @@ def cache_lookup(
     normalized = normalize_question(question)
     if not normalized:
         return None
-    collections = list(assistant.collections.values_list("pk", flat=True)) or None
+    if readable is None:
+        collections = list(assistant.collections.values_list("pk", flat=True)) or None
+        readable = knowledge.readable_collection_ids(user, collections)
     scope = _Scope(
         assistant_id=assistant.pk,
         context_key=context_key(question, history),
         now=timezone.now(),
-        readable=knowledge.readable_collection_ids(user, collections),
+        readable=list(readable),
     )
     if not scope.readable:
         _count(assistant, None)

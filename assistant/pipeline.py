@@ -194,6 +194,7 @@ class Turn:
     verdicts: dict[str, Any] = field(default_factory=lambda: {"input": [], "chunks": [], "output": []})
     query_vector: list[float] | None = None  # the question's embedding (input checks, retrieval)
     retrieval_vector: list[float] | None = None  # what retrieval searched for (see _retrieval_vector)
+    readable: list[int] | None = None  # collections the user may read within the assistant's, once a turn
     decision: Decision | None = None  # which model answers, and why (routing)
 
     def routed(self, decision: Decision) -> None:
@@ -267,6 +268,13 @@ def _retrieval_vector(turn: Turn) -> list[float]:
     return turn.retrieval_vector
 
 
+def _readable(turn: Turn) -> list[int]:
+    """The collections the user may read within the assistant's scope, asked once per turn."""
+    if turn.readable is None:
+        turn.readable = knowledge.readable_collection_ids(turn.user, _collections(turn.assistant))
+    return turn.readable
+
+
 def _retrieve(turn: Turn) -> None:
     started = time.perf_counter()
     query = retrieval_query(turn.question, turn.history)
@@ -276,6 +284,7 @@ def _retrieve(turn: Turn) -> None:
         turn.assistant.top_k,
         _collections(turn.assistant),
         query_vector=_retrieval_vector(turn),
+        readable_ids=_readable(turn),
     )
     turn.sources = _guard_sources(turn, _sources_from_hits(hits, 1))
     turn.latency["retrieval"] = round((time.perf_counter() - started) * 1000, 1)
@@ -1035,6 +1044,7 @@ def _cache_lookup(turn: Turn, *, exact_only: bool) -> answer_cache.CacheHit | No
             history=turn.history,
             query_vector=None if exact_only else _retrieval_vector(turn),
             exact_only=exact_only,
+            readable=_readable(turn),
         )
     except Exception:
         logger.exception("answer cache lookup failed; answering without it")

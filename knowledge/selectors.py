@@ -275,15 +275,18 @@ def search(
     query_vector: Sequence[float] | None = None,
     mode: str = "hybrid",
     plan_out: list[SearchPlan] | None = None,
+    readable_ids: Sequence[int] | None = None,
 ) -> list[SearchHit]:
     """The chunks `user` may read that best answer `query`, best first.
 
     Vector nearest neighbours and full-text matches, fused by reciprocal rank. `mode` is
     "hybrid", "vector" or "keyword" (the single methods exist for evaluation). The permission
     filter is part of every SQL statement: rows of other collections are never read back.
+    `readable_ids` is `readable_collection_ids(user, collections)` when the caller already has
+    it (the answer pipeline computes it once per turn).
     """
     query = query.strip()
-    ids = readable_collection_ids(user, collections)
+    ids = list(readable_ids) if readable_ids is not None else readable_collection_ids(user, collections)
     if not query or not ids or k <= 0:
         return []
     all_ids = set(Collection.objects.values_list("pk", flat=True))
