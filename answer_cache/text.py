@@ -23,7 +23,7 @@ _APOSTROPHE = re.compile(r"[‘’ʼ`´]")
 # "c++", "c#", "3.5", "3 - 2" and "e-mail" keep theirs.
 _INNER = re.compile(r"\s*[,;:!?…]+(?=\s)|\.(?=\s)")
 _CONTRACTIONS = (
-    (re.compile(r"\bcan't\b"), "cannot"),
+    (re.compile(r"\bcan(?:'t|not)\b"), "can not"),
     (re.compile(r"\bwon't\b"), "will not"),
     (re.compile(r"\bshan't\b"), "shall not"),
     (re.compile(r"\b(\w+)n't\b"), r"\1 not"),
@@ -43,7 +43,7 @@ _POLITE_END = re.compile(r"(?:\s+(?:please|thanks|thank\s+you|thx|pls))+$")
 # paid" and "when do I get paid" are different questions, as are "how much" and "how long".
 _QUESTION_WORDS = re.compile(
     r"\b(how (?:much|many|long|often|far|old|soon)|what|when|where|who|whose|why|which|how"
-    r"|not|no|never|cannot)\b"
+    r"|not|no|never)\b"
 )
 _POLITE_WORDS = re.compile(r"\b(?:please|pls|thanks|thank you|thx|kindly)\b")
 
