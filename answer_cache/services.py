@@ -39,7 +39,7 @@ from django.utils.formats import date_format
 from pgvector.django import CosineDistance
 
 from answer_cache.models import CacheCounter, CachedAnswer
-from answer_cache.text import normalize_question, text_hash
+from answer_cache.text import exact_key, normalize_question, text_hash, word_overlap
 from assistant.models import Answer, Assistant, Flag
 from gateway import provider
 from knowledge import selectors as knowledge
@@ -238,7 +238,7 @@ def cache_store(
         return None
     chunk_ids, cited, document_ids = _chunk_ids(answer)
     key = context_key(answer.question, history)
-    digest = text_hash(question)
+    digest = text_hash(exact_key(answer.question))
     scope = scope_key(answer.user, answer.assistant)
     CachedAnswer.objects.filter(
         assistant_id=answer.assistant_id, context_key=key, question_hash=digest, scope_key=scope
@@ -324,28 +324,71 @@ def _find_exact(scope: _Scope, digest: str) -> CachedAnswer | None:
     return _entries().filter(pk__in=RawSQL(ids, [digest, *params])).first()  # noqa: S611
 
 
-def _find_nearest(scope: _Scope, vector: Sequence[float]) -> tuple[CachedAnswer, float] | None:
-    """The nearest servable entry and its cosine similarity, in one query.
+def _find_nearest(
+    scope: _Scope, vector: Sequence[float], *, floor: float, limit: int
+) -> list[tuple[CachedAnswer, float]]:
+    """Up to `limit` nearest servable entries at or above cosine `floor`, nearest first, in one query.
 
-    pgvector 0.6 filters after an HNSW scan, so with filters the index may find fewer rows; at
-    LIMIT 1 its default candidate list (ef_search 40) leaves the nearest servable entry within
-    reach in practice, and a miss here costs a model call, never a wrong answer.
+    pgvector 0.6 filters after an HNSW scan, so with filters the index may find fewer rows; its
+    default candidate list (ef_search 40) leaves the nearest few servable entries within reach
+    in practice, and a miss here costs a model call, never a wrong answer.
     """
     servable, params = _servable_sql(scope)
     literal = "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
     ids = (
         f"SELECT e.id FROM {CachedAnswer._meta.db_table} e WHERE {servable} "  # noqa: S608
-        "ORDER BY e.embedding <=> %s::vector LIMIT 1"
+        "ORDER BY e.embedding <=> %s::vector LIMIT %s"
     )
-    entry = (
+    entries = (
         _entries()
-        .filter(pk__in=RawSQL(ids, [*params, literal]))  # noqa: S611
+        .filter(pk__in=RawSQL(ids, [*params, literal, max(1, limit)]))  # noqa: S611
         .annotate(distance=CosineDistance("embedding", list(vector)))
-        .first()
+        .order_by("distance", "-approved", "-created_at")
     )
-    if entry is None:
+    found = [(entry, 1.0 - float(entry.distance)) for entry in entries]
+    return [(entry, similarity) for entry, similarity in found if similarity >= floor]
+
+
+@dataclass(frozen=True)
+class MatchRule:
+    """When a cached question answers a new one (calibrated by bench/cache_calibrate.py).
+
+    A candidate is accepted when its cosine similarity is at least `similarity`, or at least
+    `floor` and the two questions share enough content words (`word_overlap`, Jaccard of
+    stemmed content words, question words, negations and numbers) at least `min_overlap`.
+    The lexical check is independent of the embedding: it rejects near neighbours that ask
+    something else ("what do I get paid" against "when do I get paid").
+    """
+
+    similarity: float
+    floor: float
+    min_overlap: float
+    candidates: int = 5
+
+    @classmethod
+    def from_settings(cls) -> MatchRule:
+        return cls(
+            similarity=settings.ANSWER_CACHE_SIMILARITY,
+            floor=min(settings.ANSWER_CACHE_SIMILARITY_FLOOR, settings.ANSWER_CACHE_SIMILARITY),
+            min_overlap=settings.ANSWER_CACHE_MIN_WORD_OVERLAP,
+            candidates=settings.ANSWER_CACHE_CANDIDATES,
+        )
+
+    def accepts(self, *, similarity: float, question: str, cached_question: str) -> bool:
+        if similarity >= self.similarity:
+            return True
+        if similarity < self.floor:
+            return False
+        return word_overlap(question, cached_question) >= self.min_overlap
+
+    def choose(
+        self, question: str, candidates: Sequence[tuple[CachedAnswer, float]]
+    ) -> tuple[CachedAnswer, float] | None:
+        """The nearest candidate the rule accepts, or None."""
+        for entry, similarity in candidates:
+            if self.accepts(similarity=similarity, question=question, cached_question=entry.question):
+                return entry, similarity
         return None
-    return entry, 1.0 - float(entry.distance)
 
 
 def _count(assistant: Assistant, kind: str | None, entry_id: int | None = None) -> None:
@@ -382,8 +425,10 @@ def cache_lookup(
 ) -> CacheHit | None:
     """An earlier answer this user may be given for `question`, or None.
 
-    First the exact normalised text (no embedding needed), then the nearest cached question by
-    cosine similarity at or above settings.ANSWER_CACHE_SIMILARITY; both within the same
+    First the exact key (`answer_cache.text.exact_key`, no embedding needed), then the nearest
+    few cached questions by cosine similarity, the nearest one `MatchRule` accepts (cosine alone
+    at or above settings.ANSWER_CACHE_SIMILARITY, or above ANSWER_CACHE_SIMILARITY_FLOOR with
+    shared content words); both within the same
     assistant and context key, unexpired, and only entries whose every source chunk still exists
     and is readable by `user` within the assistant's collections. `query_vector` is the
     question's embedding if the caller has one (as `query_text` builds it); a vector embedded
@@ -410,7 +455,7 @@ def cache_lookup(
     if not scope.readable:
         _count(assistant, None)
         return None
-    entry = _find_exact(scope, text_hash(normalized))
+    entry = _find_exact(scope, text_hash(exact_key(question)))
     kind, similarity = "exact", 1.0
     if entry is None and exact_only:
         return None
@@ -426,8 +471,9 @@ def cache_lookup(
                 return None
             if vector_out is not None:
                 vector_out.append(list(vector))
-        found = _find_nearest(scope, vector)
-        if found is not None and found[1] >= settings.ANSWER_CACHE_SIMILARITY:
+        rule = MatchRule.from_settings()
+        found = rule.choose(question, _find_nearest(scope, vector, floor=rule.floor, limit=rule.candidates))
+        if found is not None:
             entry, similarity = found
     if entry is None:
         _count(assistant, None)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import random
@@ -232,6 +233,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "cache_entries_searched": CachedAnswer.objects.count(),
         "hits_between_different_faq_questions": cross_hits,
         "threshold": settings.ANSWER_CACHE_SIMILARITY,
+        "match_rule": dataclasses.asdict(cache.MatchRule.from_settings()),
         "miss_full_pipeline": latency_summary(misses),
         "exact_hit_end_to_end": latency_summary(exact),
         "semantic_hit_shared_vector": latency_summary(shared),

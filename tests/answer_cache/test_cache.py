@@ -277,6 +277,81 @@ def test_a_question_below_the_threshold_misses(
     assert lookup(member, assistant, QUESTION) is not None  # exact matches need no threshold
 
 
+def test_a_reworded_question_with_the_same_content_words_hits_by_exact_key(
+    assistant: Assistant, owner: Any, member: Any, expenses: Document, fake_provider: FakeProvider
+) -> None:
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    embedded = len(fake_provider.embedded)
+
+    hit = lookup(member, assistant, "Hi, please: when are expense reports due? Thanks!")
+
+    assert hit is not None and hit.kind == "exact"
+    assert len(fake_provider.embedded) == embedded
+    assert lookup(member, assistant, "Where are expense reports due?", exact_only=True) is None
+
+
+def test_the_match_rule_accepts_by_cosine_or_by_a_lower_cosine_with_shared_words() -> None:
+    rule = services.MatchRule(similarity=0.96, floor=0.93, min_overlap=0.5)
+    same = ("when are expense reports due", "When are the expense reports due?")
+    other = ("when are expense reports due", "When are salary reviews due?")
+    assert rule.accepts(similarity=0.97, question=other[1], cached_question=other[0])  # cosine alone
+    assert rule.accepts(similarity=0.94, question=same[1], cached_question=same[0])
+    assert not rule.accepts(similarity=0.94, question=other[1], cached_question=other[0])
+    assert not rule.accepts(similarity=0.92, question=same[1], cached_question=same[0])  # below floor
+
+
+def test_the_match_rule_from_settings_turns_the_word_check_off_with_a_high_floor(settings: Any) -> None:
+    settings.ANSWER_CACHE_SIMILARITY, settings.ANSWER_CACHE_SIMILARITY_FLOOR = 0.9, 0.99
+    settings.ANSWER_CACHE_MIN_WORD_OVERLAP, settings.ANSWER_CACHE_CANDIDATES = 0.0, 3
+    rule = services.MatchRule.from_settings()
+    assert (rule.similarity, rule.floor, rule.candidates) == (0.9, 0.9, 3)
+    assert not rule.accepts(similarity=0.89, question="a b c", cached_question="a b c")
+
+
+def test_below_the_cosine_threshold_shared_content_words_decide(
+    settings: Any, assistant: Assistant, owner: Any, member: Any, outsider: Any, expenses: Document
+) -> None:
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    paraphrase, elsewhere = "When are the expense reports due?", "When are salary reviews due?"
+    # On cosine alone, at a low enough threshold, the other question would be served the answer.
+    settings.ANSWER_CACHE_SIMILARITY = 0.5
+    assert lookup(member, assistant, elsewhere) is not None
+    # Cosine alone now requires 0.99; from 0.5 the questions must share their content words.
+    settings.ANSWER_CACHE_SIMILARITY, settings.ANSWER_CACHE_SIMILARITY_FLOOR = 0.99, 0.5
+    settings.ANSWER_CACHE_MIN_WORD_OVERLAP = 0.6
+    hit = lookup(member, assistant, paraphrase)
+    assert hit is not None and hit.kind == "semantic" and hit.similarity < 0.99
+    assert lookup(member, assistant, elsewhere) is None
+    # The word check is an extra filter: the outsider is refused whatever the words.
+    assert lookup(outsider, assistant, paraphrase) is None
+
+
+def test_a_nearer_entry_about_something_else_does_not_block_a_matching_one(
+    settings: Any, assistant: Assistant, owner: Any, member: Any, finance: Collection
+) -> None:
+    salaries = factories.document(collection=finance, text=SALARIES, filename="salaries.md")
+    expenses = factories.document(collection=finance, text=EXPENSES, filename="expenses.md")
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    # Nearer in the fake bag-of-words space (it holds every word of the question), other words.
+    decoy = make_answer(assistant, owner, [salaries], question="When are the expense reports due abroad?")
+    services.cache_store(answer=decoy)
+    settings.ANSWER_CACHE_SIMILARITY, settings.ANSWER_CACHE_SIMILARITY_FLOOR = 0.99, 0.3
+    settings.ANSWER_CACHE_MIN_WORD_OVERLAP = 0.9
+
+    question = "When are the expense reports due?"
+    nearest = services._find_nearest(
+        services._Scope(assistant.pk, "", timezone.now(), [finance.pk]),
+        services._embed(question, []),
+        floor=0.0,
+        limit=5,
+    )
+    assert [entry.answer_id for entry, _ in nearest][0] == decoy.pk
+
+    hit = lookup(member, assistant, question)
+
+    assert hit is not None and hit.question == QUESTION
+
+
 def test_another_assistant_does_not_share_the_entry(
     assistant: Assistant, owner: Any, expenses: Document
 ) -> None:
