@@ -1,7 +1,7 @@
 """Evals benchmarks: how fast a suite runs on the local model, what it costs, and how well a judge
 model agrees with human labels.
 
-    python bench/evals.py [--cases 10] [--pairs 60] [--judge-model MODEL] [--seed 0]
+    python bench/evals.py [--cases 12] [--pairs 40] [--judge-model MODEL] [--seed 0]
                           [--skip-run] [--skip-judge] [--out FILE]
 
 Throughput: a SQuAD 2.0 suite of --cases questions (half unanswerable, a deterministic sample)
@@ -48,7 +48,7 @@ from bench.common import (  # noqa: E402
 )
 
 SIMILARITY = DATASETS / "covid-qa" / "eval_question_similarity_en.csv"
-SUITE = "bench-evals-squad"
+SUITE = "evalsbench-squad"  # not "bench-*": those collections belong to the retrieval benchmarks
 CITATIONS = {
     **CITATIONS,
     "covid-qa-similarity": "COVID-QA question similarity (deepset-ai/COVID-QA, "
@@ -108,13 +108,73 @@ def run_throughput(cases: int, seed: int) -> dict[str, Any]:
         "pass_rate_unanswerable": _share(by_behaviour["abstain"]),
         "counts": summary["counts"],
         "graders": {name: g["pass_rate"] for name, g in summary["graders"].items()},
-        "prompt_tokens": summary["prompt_tokens"],
-        "completion_tokens": summary["completion_tokens"],
-        "cost_usd": summary["cost_usd"],
-        "answers_priced": summary["answers_priced"],
+        "cost": run_cost_from_calls(run.pk),
         "run": run.pk,
         "model": run.model,
         "prompt_version": run.prompt.version,
+    }
+
+
+# What the same token counts would cost on a hosted provider, from usage.ModelPrice. Hypothetical:
+# another model tokenises differently and would answer (and abstain) differently.
+HYPOTHETICAL_PRICES = {"chat": "gpt-4o-mini", "embed": "text-embedding-3-small"}
+
+
+def run_cost_from_calls(run_id: int) -> dict[str, Any]:
+    """The run's cost from its usage.ModelCall rows (the answers' calls and the judge's, attached to
+    the answers), by purpose, with the same tokens priced at the hosted prices above."""
+    from django.db.models import Count, Q, Sum
+
+    from evals import selectors
+    from evals.models import Run
+    from usage.models import ModelCall, ModelPrice
+
+    calls = ModelCall.objects.filter(answer__eval_results__run_id=run_id)
+    by_purpose: dict[str, dict[str, Any]] = {}
+    hypothetical = 0.0
+    for row in (
+        calls.values("purpose", "kind", "model")
+        .annotate(
+            calls=Count("pk"),
+            prompt=Sum("prompt_tokens"),
+            cached=Sum("cached_tokens"),
+            completion=Sum("completion_tokens"),
+            spent=Sum("cost"),
+            unpriced=Count("pk", filter=Q(cost__isnull=True)),
+        )
+        .order_by("purpose", "kind")
+    ):
+        entry = by_purpose.setdefault(
+            row["purpose"],
+            {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0, "unpriced_calls": 0},
+        )
+        entry["calls"] += row["calls"]
+        entry["prompt_tokens"] += row["prompt"] or 0
+        entry["completion_tokens"] += row["completion"] or 0
+        entry["cost_usd"] += float(row["spent"] or 0)
+        entry["unpriced_calls"] += row["unpriced"]
+        hosted = "embed" if row["kind"] == "embed" else "chat"
+        price = ModelPrice.objects.filter(model=HYPOTHETICAL_PRICES[hosted]).first()
+        if price is not None:
+            hypothetical += float(
+                price.cost(
+                    prompt_tokens=row["prompt"] or 0,
+                    cached_tokens=row["cached"] or 0,
+                    completion_tokens=row["completion"] or 0,
+                )
+            )
+    chat = [e for p, e in by_purpose.items() if p != "embedding"]
+    return {
+        "source": "usage.ModelCall rows attached to the run's answers",
+        "model_calls": sum(e["calls"] for e in by_purpose.values()),
+        "by_purpose": by_purpose,
+        "cost_usd": round(sum(e["cost_usd"] for e in by_purpose.values()), 6),
+        "unpriced_calls": sum(e["unpriced_calls"] for e in by_purpose.values()),
+        "chat_tokens": sum(e["prompt_tokens"] + e["completion_tokens"] for e in chat),
+        "embedding_tokens": by_purpose.get("embedding", {}).get("prompt_tokens", 0),
+        "hypothetical_hosted_cost_usd": round(hypothetical, 6),
+        "hypothetical_prices": HYPOTHETICAL_PRICES,
+        "run_summary_cost": selectors.run_cost(Run.objects.get(pk=run_id)),
     }
 
 
@@ -150,9 +210,13 @@ def kappa(confusion: Counter[tuple[bool, bool]]) -> float | None:
 
 
 def judge_agreement(pairs: int, seed: int, model: str) -> dict[str, Any]:
-    from evals import graders, services
+    from evals import graders, selectors, services
+    from gateway import provider
+    from usage import services as usage
+    from usage.services import Purpose
 
     labelled = similarity_pairs(pairs, seed)
+    tokens = [0, 0]  # prompt, completion
     confusion: Counter[tuple[bool, bool]] = Counter()  # (human says same, judge says same)
     unreadable = 0
     errors = 0
@@ -161,7 +225,10 @@ def judge_agreement(pairs: int, seed: int, model: str) -> dict[str, Any]:
     for i, (first, second, same) in enumerate(labelled, start=1):
         began = time.perf_counter()
         try:
-            verdict = graders.judge_same_question(first, second, model=model)
+            with usage.tracking(user=None, purpose=Purpose.JUDGE) as tracker, provider.purpose(Purpose.JUDGE):
+                verdict = graders.judge_same_question(first, second, model=model)
+            tokens[0] += tracker.prompt_tokens
+            tokens[1] += tracker.completion_tokens
         except Exception as exc:  # a failed call is a disagreement, counted and reported
             log(f"pair {i}: {exc}")
             errors += 1
@@ -206,6 +273,10 @@ def judge_agreement(pairs: int, seed: int, model: str) -> dict[str, Any]:
         "unreadable_replies": unreadable,
         "errors": errors,
         "per_pair": latency_summary(seconds),
+        "prompt_tokens": tokens[0],
+        "completion_tokens": tokens[1],
+        "trusted": agreed / n >= selectors.judge_min_agreement() if n else False,
+        "min_agreement": selectors.judge_min_agreement(),
         "calibration_id": calibration.pk,
         "disagreements": examples,
     }
@@ -213,9 +284,9 @@ def judge_agreement(pairs: int, seed: int, model: str) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=10, help="SQuAD questions in the suite (default 10)")
+    parser.add_argument("--cases", type=int, default=12, help="SQuAD questions in the suite (default 12)")
     parser.add_argument(
-        "--pairs", type=int, default=60, help="labelled question pairs for the judge (0: all)"
+        "--pairs", type=int, default=40, help="labelled question pairs for the judge (default 40; 0: all)"
     )
     parser.add_argument("--judge-model", help="default: JUDGE_MODEL, else CHAT_MODEL")
     parser.add_argument("--seed", type=int, default=0)
@@ -230,6 +301,7 @@ def main() -> int:
     result: dict[str, Any] = {"benchmark": "evals", "environment": environment()}
     result["environment"]["chat_model"] = settings.CHAT_MODEL
     result["environment"]["chat_base_url"] = settings.OPENAI_BASE_URL
+    result["environment"]["judge_model_setting"] = settings.JUDGE_MODEL
     result["environment"]["provider_timeout_s"] = settings.PROVIDER_TIMEOUT
     result["environment"]["provider_max_retries"] = settings.PROVIDER_MAX_RETRIES
     if not args.skip_run:

@@ -186,8 +186,9 @@ EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 16, minimum=1, maximum=20
 # multilingual-e5 embeds queries and passages differently; other models ignore this.
 EMBEDDING_INPUT_TYPE = env_bool("EMBEDDING_INPUT_TYPE", "e5" in EMBEDDING_MODEL.lower())
 MODERATION_ENABLED = env_bool("MODERATION_ENABLED", not RUNTIME.chat_embedded)
-# The model that grades eval answers (model-graded graders); empty turns those graders off. Its
-# scores count only once its agreement with human labels reaches JUDGE_MIN_AGREEMENT.
+# Model-graded eval graders (evals/graders.py) ask this model; empty disables them. A judge's
+# grades count toward pass/fail only once its measured agreement with human labels on that
+# grader's task (evals.JudgeCalibration, bench/evals.py) reaches JUDGE_MIN_AGREEMENT.
 JUDGE_MODEL = env_str("JUDGE_MODEL", "") or ""
 JUDGE_MIN_AGREEMENT = env_float("JUDGE_MIN_AGREEMENT", 0.8, minimum=0.0, maximum=1.0)
 # How often a running fine-tuning job is asked for its status.

@@ -12,6 +12,7 @@ from django.db.models import Count, DecimalField, Q, Sum, Value
 from django.db.models.functions import Coalesce
 
 from evals.models import Grade, JudgeCalibration, Result, Run, Suite
+from usage.models import ModelCall, Purpose
 
 DONE = (Result.Status.PASSED, Result.Status.FAILED, Result.Status.ERRORED, Result.Status.CANCELLED)
 
@@ -82,18 +83,33 @@ def grader_rates(run: Run) -> dict[str, dict[str, Any]]:
 
 
 def run_cost(run: Run) -> dict[str, Any]:
-    """Cost of the run's answers (unknown costs count as nothing) and the tokens they used."""
+    """Cost of the run (unknown costs count as nothing): its answers' and its judge's calls.
+
+    `prompt_tokens` and `completion_tokens` are the answers'; the judge's calls (attached to the
+    answers they graded, purpose "judge") are totalled apart.
+    """
     totals = Result.objects.filter(run=run, answer__isnull=False).aggregate(
         cost=Coalesce(Sum("answer__cost_usd"), Value(Decimal(0)), output_field=DecimalField()),
         priced=Count("pk", filter=Q(answer__cost_usd__isnull=False)),
         prompt_tokens=Coalesce(Sum("answer__prompt_tokens"), 0),
         completion_tokens=Coalesce(Sum("answer__completion_tokens"), 0),
     )
+    judge = ModelCall.objects.filter(answer__eval_results__run=run, purpose=Purpose.JUDGE).aggregate(
+        cost=Coalesce(Sum("cost"), Value(Decimal(0)), output_field=DecimalField()),
+        calls=Count("pk"),
+        prompt_tokens=Coalesce(Sum("prompt_tokens"), 0),
+        completion_tokens=Coalesce(Sum("completion_tokens"), 0),
+    )
     return {
-        "cost_usd": float(totals["cost"]),
+        "cost_usd": float(totals["cost"] + judge["cost"]),
+        "answers_cost_usd": float(totals["cost"]),
         "answers_priced": totals["priced"],
         "prompt_tokens": totals["prompt_tokens"],
         "completion_tokens": totals["completion_tokens"],
+        "judge_cost_usd": float(judge["cost"]),
+        "judge_calls": judge["calls"],
+        "judge_prompt_tokens": judge["prompt_tokens"],
+        "judge_completion_tokens": judge["completion_tokens"],
     }
 
 

@@ -517,7 +517,10 @@ def result_execute(*, result_id: int) -> str:
         answer.save()
         usage.answer_account(answer=answer, tracker=tracker)
         Result.objects.filter(pk=result_id).update(answer=answer, output=answer.text)
-        grades, passed = _grade(result, case, answer, run)
+        # The judge's calls belong to the run's cost, not to the answer's: attached, not added.
+        with usage.tracking(user=run.run_as, purpose=Purpose.JUDGE) as grading:
+            grades, passed = _grade(result, case, answer, run)
+        usage.calls_attach(answer=answer, tracker=grading)
     except provider.ProviderError as exc:
         logger.warning("eval result %s errored: %s", result_id, exc)
         _errored(result_id, f"{exc} ({exc.kind.value})")

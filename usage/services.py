@@ -197,8 +197,15 @@ def answer_account(*, answer: Any, tracker: Tracker) -> None:
     """After `answer` is saved: its cost (None when a price is missing) and its calls attached."""
     answer.cost_usd = tracker.cost_usd
     answer.save(update_fields=["cost_usd"])
-    if tracker.call_ids:
-        ModelCall.objects.filter(pk__in=tracker.call_ids, answer__isnull=True).update(answer=answer)
+    calls_attach(answer=answer, tracker=tracker)
+
+
+def calls_attach(*, answer: Any, tracker: Tracker) -> int:
+    """Attach the tracker's calls to `answer` without adding them to its cost (an eval judging
+    it); returns how many. Calls already attached elsewhere stay where they are."""
+    if not tracker.call_ids:
+        return 0
+    return ModelCall.objects.filter(pk__in=tracker.call_ids, answer__isnull=True).update(answer=answer)
 
 
 # --- rollups -------------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from assistant.models import Answer, Assistant
@@ -14,6 +16,7 @@ from evals.models import Case, Grade, Result, Run, Suite
 from gateway import provider
 from tests.evals.conftest import NOT_FOUND, QUESTION, reply
 from tests.fakes import FakeProvider
+from usage.models import ModelCall, ModelPrice, Purpose
 
 pytestmark = pytest.mark.django_db
 
@@ -264,6 +267,39 @@ def test_a_calibrated_judge_counts(suite: Suite, fake_provider: FakeProvider) ->
     assert due.status == Result.Status.FAILED
     entry = run.summary["graders"]["judge_correctness"]
     assert entry["agreement"] == 0.9 and entry["agreement_n"] == 100 and entry["trusted"] is True
+
+
+@override_settings(JUDGE_MODEL="judge-1")
+def test_the_judges_calls_count_in_the_run_cost_not_in_the_answer(
+    suite: Suite, fake_provider: FakeProvider
+) -> None:
+    for model, price in (("judge-1", "1"), (settings.CHAT_MODEL, "0"), (settings.EMBEDDING_MODEL, "0")):
+        ModelPrice.objects.update_or_create(
+            model=model, defaults={"input_per_million": Decimal(price), "output_per_million": Decimal(price)}
+        )
+    fake_provider.replies += [reply(), _judge("pass"), NOT_FOUND]
+
+    run = run_sync(suite)
+
+    due = run.results.get(case__external_id="due")
+    judged = ModelCall.objects.get(purpose=Purpose.JUDGE)
+    assert judged.answer_id == due.answer_id and judged.model == "judge-1" and judged.user == run.run_as
+    assert judged.cost is not None and judged.cost > 0
+    assert due.answer is not None and due.answer.cost_usd == 0  # the local answer model is free
+    cost = run.summary
+    assert cost["judge_calls"] == 1 and cost["judge_prompt_tokens"] == judged.prompt_tokens
+    assert cost["judge_cost_usd"] == float(judged.cost) and cost["cost_usd"] == float(judged.cost)
+    assert cost["answers_cost_usd"] == 0.0
+
+
+def test_without_a_judge_the_run_cost_has_no_judge_calls(suite: Suite, fake_provider: FakeProvider) -> None:
+    fake_provider.replies += [reply(), NOT_FOUND]
+
+    run = run_sync(suite)
+
+    assert not ModelCall.objects.filter(purpose=Purpose.JUDGE).exists()
+    assert run.summary["judge_calls"] == 0 and run.summary["judge_cost_usd"] == 0.0
+    assert run.summary["prompt_tokens"] > 0
 
 
 @override_settings(JUDGE_MODEL="judge-1", JUDGE_MIN_AGREEMENT=0.95)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -117,3 +119,29 @@ def test_production_without_secret_key_fails_loudly(clean_env: pytest.MonkeyPatc
     clean_env.setattr(settings_module, "DATA_DIR", tmp_path / "empty")
     with pytest.raises(ImproperlyConfigured, match="SECRET_KEY is not set"):
         settings_module._secret_key()
+
+
+def _settings_module(name: str) -> Any:
+    """config/settings.py executed afresh, so that it reads the environment as it is now."""
+    path = Path(__file__).resolve().parents[2] / "config" / "settings.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_judge_model_and_its_bar_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JUDGE_MODEL", raising=False)
+    monkeypatch.delenv("JUDGE_MIN_AGREEMENT", raising=False)
+    unset = _settings_module("settings_without_judge")
+    assert unset.JUDGE_MODEL == "" and unset.JUDGE_MIN_AGREEMENT == 0.8
+
+    monkeypatch.setenv("JUDGE_MODEL", "judge-1")
+    monkeypatch.setenv("JUDGE_MIN_AGREEMENT", "0.9")
+    chosen = _settings_module("settings_with_judge")
+    assert chosen.JUDGE_MODEL == "judge-1" and chosen.JUDGE_MIN_AGREEMENT == 0.9
+
+    monkeypatch.setenv("JUDGE_MIN_AGREEMENT", "1.5")
+    with pytest.raises(ImproperlyConfigured, match="JUDGE_MIN_AGREEMENT"):
+        _settings_module("settings_with_a_bad_bar")

@@ -10,8 +10,10 @@ from django.conf import settings
 
 from assistant import services
 from assistant.models import Answer, Conversation
+from gateway import provider
 from tests.fakes import FakeProvider
 from tests.usage.conftest import GOOD, QUESTION
+from usage import services as usage
 from usage.models import ModelCall, ModelPrice
 
 pytestmark = pytest.mark.django_db
@@ -97,3 +99,33 @@ def test_a_stopped_answer_still_records_what_it_spent(
     events.close()  # type: ignore[attr-defined]
 
     assert ModelCall.objects.filter(kind="chat_stream", user=member, answer__isnull=True).exists()
+
+
+def test_calls_attached_to_an_answer_are_not_added_to_its_cost(
+    conversation: Conversation, fake_provider: FakeProvider, priced: None, member: Any
+) -> None:
+    fake_provider.replies = [GOOD, "a verdict", "another"]
+    _asked, pending = services.message_send(conversation=conversation, text=QUESTION)
+    answer = services.answer_complete(message=pending).answer
+    assert answer is not None
+    cost_before = answer.cost_usd
+    with usage.tracking(user=member, purpose="judge") as grading:
+        provider.chat([{"role": "user", "content": "grade it"}])
+    with usage.tracking(user=member, purpose="judge") as elsewhere:
+        provider.chat([{"role": "user", "content": "grade another"}])
+    other = ModelCall.objects.get(pk=elsewhere.call_ids[0])
+    other.answer = Answer.objects.create(
+        assistant=answer.assistant, question="q", model="m", temperature=0, top_p=1, max_tokens=1,
+        prompt=answer.prompt,
+    )  # fmt: skip
+    other.save(update_fields=["answer"])
+
+    attached = usage.calls_attach(answer=answer, tracker=grading)
+    kept = usage.calls_attach(answer=answer, tracker=elsewhere)
+
+    assert attached == 1 and kept == 0
+    judged = ModelCall.objects.get(pk=grading.call_ids[0])
+    assert judged.answer == answer and judged.purpose == "judge"
+    answer.refresh_from_db()
+    assert answer.cost_usd == cost_before  # attached, not added
+    assert usage.calls_attach(answer=answer, tracker=usage.Tracker()) == 0
