@@ -25,8 +25,9 @@ RRF_K = 10
 EXACT_SCAN_MAX_ROWS = 10_000
 # Above it, on pgvector < 0.8, the index is asked for enough neighbours that about this many of
 # them fall inside the filter; ef_search is kept between these bounds (latency grows with it).
-FILTERED_MIN_CANDIDATES = 20
+FILTERED_MIN_CANDIDATES = 40
 OVERFETCH_EF_SEARCH = (100, 1000)
+HNSW_MAX_EF_SEARCH = 1000
 # websearch syntax the user typed on purpose: keep AND semantics for these queries.
 _OPERATORS = re.compile(r'"|\bor\b|(^|\s)-\w', re.IGNORECASE)
 
@@ -116,7 +117,10 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
             return cursor.fetchall()
 
         if not plan.filtered:
-            plan.strategy, plan.ef_search = "hnsw", max(100, limit)
+            # A larger graph needs a longer candidate list for the same recall (at 1M synthetic
+            # chunks ef_search 100 found 0.82 of the true top 10; bench/search_scale.py).
+            rows = plan.readable_rows or 0
+            plan.strategy, plan.ef_search = "hnsw", max(100, limit, min(HNSW_MAX_EF_SEARCH, rows // 2000))
             cursor.execute(f"SET LOCAL hnsw.ef_search = {plan.ef_search}")
             cursor.execute(
                 "SELECT id, 1 - (embedding <=> %s::vector) FROM knowledge_chunk "
@@ -177,10 +181,13 @@ def keyword_query_sql() -> str:
 # query it makes PostgreSQL rank every chunk holding it (ts_rank_cd has no inverse document
 # frequency). Dropping such words is BM25's IDF in effect, and keeps the ranked set small at scale.
 COMMON_LEXEME_SHARE = 0.05
+# ...and in a large table, a word in more than this many chunks, whatever its share: ranking every
+# chunk that holds it is what makes the keyword side slow at a million chunks.
+COMMON_LEXEME_MAX_CHUNKS = 20_000
 # Below this many chunks ranking every match is cheap, and frequencies from so few are noise.
 COMMON_LEXEME_MIN_ROWS = 2_000
 _LEXEME_STATS_SECONDS = 300.0
-_lexeme_stats: tuple[float, dict[str, float]] = (-math.inf, {})
+_lexeme_stats: tuple[float, dict[str, float], float] = (-math.inf, {}, COMMON_LEXEME_SHARE)
 
 
 def lexeme_frequencies() -> dict[str, float]:
@@ -191,10 +198,15 @@ def lexeme_frequencies() -> dict[str, float]:
     come and go. Reading them costs nothing per query; they are cached in the process for a
     few minutes. Without statistics yet, or in a small table, nothing counts as common.
     """
+    return _lexeme_statistics()[0]
+
+
+def _lexeme_statistics() -> tuple[dict[str, float], float]:
+    """The frequencies of the most common lexemes, and the share above which a lexeme is common."""
     global _lexeme_stats
-    fetched_at, frequencies = _lexeme_stats
+    fetched_at, frequencies, cutoff = _lexeme_stats
     if time.monotonic() - fetched_at < _LEXEME_STATS_SECONDS:
-        return frequencies
+        return frequencies, cutoff
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT most_common_elems::text::text[], most_common_elem_freqs, "
@@ -203,11 +215,12 @@ def lexeme_frequencies() -> dict[str, float]:
             "AND attname = 'search_vector'"
         )
         row = cursor.fetchone()
-    frequencies = {}
+    frequencies, cutoff = {}, COMMON_LEXEME_SHARE
     if row and row[0] and row[2] >= COMMON_LEXEME_MIN_ROWS:
         frequencies = dict(zip(row[0], row[1], strict=False))
-    _lexeme_stats = (time.monotonic(), frequencies)
-    return frequencies
+        cutoff = min(COMMON_LEXEME_SHARE, COMMON_LEXEME_MAX_CHUNKS / row[2])
+    _lexeme_stats = (time.monotonic(), frequencies, cutoff)
+    return frequencies, cutoff
 
 
 def informative_lexemes(query: str) -> list[str]:
@@ -223,8 +236,8 @@ def informative_lexemes(query: str) -> list[str]:
             {"q": query},
         )
         lexemes = sorted(row[0] for row in cursor.fetchall())
-    frequencies = lexeme_frequencies()
-    kept = [lexeme for lexeme in lexemes if frequencies.get(lexeme, 0.0) <= COMMON_LEXEME_SHARE]
+    frequencies, cutoff = _lexeme_statistics()
+    kept = [lexeme for lexeme in lexemes if frequencies.get(lexeme, 0.0) <= cutoff]
     return kept or sorted(lexemes, key=lambda lexeme: frequencies.get(lexeme, 0.0))[:2]
 
 
