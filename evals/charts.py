@@ -1,8 +1,12 @@
-"""A pass-rate-over-time line chart as inline SVG, drawn on the server (no JavaScript, no CDN)."""
+"""Line charts as inline SVG, drawn on the server (no JavaScript, no CDN).
+
+Pass rates over runs here; ops.charts draws counts, latencies and dollars per day with the same
+`line_chart`, giving it a scaled axis.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
@@ -17,28 +21,44 @@ def _n(value: float) -> str:
     return f"{value:.1f}"
 
 
-def line_chart(labels: Sequence[str], series: dict[str, list[float | None]], *, title: str) -> SafeString:
-    """One line per series over `labels` (x), values 0..1 drawn as 0-100 %; a gap where a value is None.
+def percent(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def line_chart(
+    labels: Sequence[str],
+    series: dict[str, list[float | None]],
+    *,
+    title: str,
+    top: float = 1.0,
+    fmt: Callable[[float], str] = percent,
+    left: int = LEFT,
+    tip_labels: Sequence[str] | None = None,
+    empty: str = "No completed runs yet.",
+) -> SafeString:
+    """One line per series over `labels` (x), the y axis from 0 to `top` written with `fmt`; a gap
+    where a value is None. By default values are rates (0..1) drawn as percentages.
 
     Every text that comes from data (labels, series names, the title) is escaped by format_html.
     """
     if not labels or not series:
-        return format_html('<p class="muted">{}</p>', "No completed runs yet.")
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+        return format_html('<p class="muted">{}</p>', empty)
+    plot_w, plot_h = WIDTH - left - RIGHT, HEIGHT - TOP - BOTTOM
+    tips = tip_labels or labels
 
     def x(i: int) -> str:
-        return _n(LEFT + (plot_w * i / (len(labels) - 1) if len(labels) > 1 else plot_w / 2))
+        return _n(left + (plot_w * i / (len(labels) - 1) if len(labels) > 1 else plot_w / 2))
 
     def y(value: float) -> str:
-        return _n(TOP + plot_h * (1 - value))
+        return _n(TOP + plot_h * (1 - value / top))
 
     grid = format_html_join(
         "",
         '<line x1="{}" x2="{}" y1="{}" y2="{}" stroke="#e2e2de"/>'
-        '<text x="{}" y="{}" font-size="10" text-anchor="end" fill="#6b6f73">{}%</text>',
+        '<text x="{}" y="{}" font-size="10" text-anchor="end" fill="#6b6f73">{}</text>',
         (
-            (LEFT, WIDTH - RIGHT, y(v), y(v), LEFT - 4, _n(float(y(v)) + 3), int(v * 100))
-            for v in (0, 0.25, 0.5, 0.75, 1)
+            (left, WIDTH - RIGHT, y(v), y(v), left - 4, _n(float(y(v)) + 3), fmt(v))
+            for v in (0, top / 4, top / 2, 3 * top / 4, top)
         ),
     )
     step = max(1, len(labels) // 8)
@@ -56,7 +76,7 @@ def line_chart(labels: Sequence[str], series: dict[str, list[float | None]], *, 
             if value is None:
                 segments.append([])
             else:
-                segments[-1].append((x(i), y(value), f"{name}: {value:.0%} at {labels[i]}"))
+                segments[-1].append((x(i), y(value), f"{name}: {fmt(value)} at {tips[i]}"))
         for segment in segments:
             if len(segment) > 1:
                 points = " ".join(f"{px},{py}" for px, py, _ in segment)

@@ -190,19 +190,15 @@ _LEXEME_STATS_SECONDS = 300.0
 _lexeme_stats: tuple[float, dict[str, float], float] = (-math.inf, {}, COMMON_LEXEME_SHARE)
 
 
-def lexeme_frequencies() -> dict[str, float]:
-    """Share of chunks holding each of the table's most common lexemes, from ANALYZE's statistics.
+def _lexeme_statistics() -> tuple[dict[str, float], float]:
+    """Shares of chunks holding the table's most common lexemes (from ANALYZE), and the share above
+    which a lexeme counts as common.
 
     PostgreSQL keeps the most common elements of a tsvector column (about a thousand with the
     default statistics target) with their frequencies; autovacuum refreshes them as documents
     come and go. Reading them costs nothing per query; they are cached in the process for a
     few minutes. Without statistics yet, or in a small table, nothing counts as common.
     """
-    return _lexeme_statistics()[0]
-
-
-def _lexeme_statistics() -> tuple[dict[str, float], float]:
-    """The frequencies of the most common lexemes, and the share above which a lexeme is common."""
     global _lexeme_stats
     fetched_at, frequencies, cutoff = _lexeme_stats
     if time.monotonic() - fetched_at < _LEXEME_STATS_SECONDS:

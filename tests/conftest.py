@@ -19,6 +19,8 @@ from tests import factories
 from tests.fakes import FakeProvider
 
 ROOT = Path(__file__).resolve().parent.parent
+# The `assistant` and `policy` fixtures most answer tests share; a module may define its own.
+pytest_plugins = ["tests.expense_policy"]
 
 
 @pytest.fixture(scope="session")

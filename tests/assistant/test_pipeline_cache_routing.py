@@ -11,28 +11,13 @@ from assistant import pipeline, services
 from assistant.models import Answer, Assistant, Conversation
 from gateway import provider
 from knowledge.models import Document
-from tests import factories
-from tests.assistant.test_services import GOOD, POLICY, QUESTION, UNGROUNDED
+from tests.expense_policy import GOOD, QUESTION, UNGROUNDED
 from tests.fakes import FakeProvider
 from usage.models import ModelCall
 
 pytestmark = pytest.mark.django_db
 
 ROUTING = {"cheap_model": "small-model", "strong_model": "big-model", "fallback_models": ["small-model"]}
-
-
-@pytest.fixture
-def assistant(db: None) -> Assistant:
-    assistant = services.assistant_default()
-    assistant.min_similarity = 0.2  # suits the fake bag-of-words embeddings
-    assistant.save(update_fields=["min_similarity"])
-    return assistant
-
-
-@pytest.fixture
-def policy(db: None) -> Document:
-    collection = factories.collection(name="Policies", public=True)
-    return factories.document(collection=collection, text=POLICY, filename="expense-policy.md")
 
 
 def ask(user: Any, question: str = QUESTION) -> Answer:

@@ -13,27 +13,11 @@ from assistant.models import Answer, ApiToken, Assistant, Conversation, Feedback
 from gateway import provider
 from knowledge.models import Document
 from tests import factories
+from tests.expense_policy import GOOD, QUESTION, UNGROUNDED
 from tests.fakes import FakeProvider
 
 pytestmark = pytest.mark.django_db
 
-POLICY = """# Expense policy
-
-## Deadlines
-
-Expense reports are due on the 5th of each month.
-Submit them in the finance portal with the receipts attached.
-"""
-QUESTION = "When are expense reports due?"
-GOOD = json.dumps(
-    {
-        "answer": "Expense reports are due on the 5th of each month [1].",
-        "citations": [1],
-        "confidence": 0.9,
-        "not_found": False,
-        "follow_ups": [],
-    }
-)
 # Three sentences: the stream is released a sentence (or a checked stretch) at a time, so that
 # personal data split across pieces is still redacted.
 LONG_TEXT = (
@@ -41,23 +25,6 @@ LONG_TEXT = (
     "Attach the receipts to each report [1]."
 )
 LONG = json.dumps({"answer": LONG_TEXT, "citations": [1], "confidence": 0.9})
-UNGROUNDED = json.dumps(
-    {"answer": "Expense claims are paid in bitcoin within 90 days [1].", "citations": [1]}
-)
-
-
-@pytest.fixture
-def assistant(db: None) -> Assistant:
-    assistant = services.assistant_default()
-    assistant.min_similarity = 0.2  # suits the fake bag-of-words embeddings
-    assistant.save(update_fields=["min_similarity"])
-    return assistant
-
-
-@pytest.fixture
-def policy(db: None) -> Document:
-    collection = factories.collection(name="Policies", public=True)
-    return factories.document(collection=collection, text=POLICY, filename="expense-policy.md")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -10,44 +9,9 @@ import pytest
 from assistant import services as assistant_services
 from assistant.models import Answer, Assistant, Flag
 from knowledge.models import Document
-from tests import factories
 from tests.browser.conftest import browser, page  # noqa: F401 (Chromium fixtures for the browser test)
+from tests.expense_policy import GOOD, QUESTION, UNGROUNDED
 from tests.fakes import FakeProvider
-
-POLICY = """# Expense policy
-
-## Deadlines
-
-Expense reports are due on the 5th of each month.
-Submit them in the finance portal with the receipts attached.
-"""
-QUESTION = "When are expense reports due?"
-GOOD = json.dumps(
-    {
-        "answer": "Expense reports are due on the 5th of each month [1].",
-        "citations": [1],
-        "confidence": 0.9,
-        "not_found": False,
-        "follow_ups": [],
-    }
-)
-UNGROUNDED = json.dumps(
-    {"answer": "Expense claims are paid in bitcoin within 90 days [1].", "citations": [1]}
-)
-
-
-@pytest.fixture
-def assistant(db: None) -> Assistant:
-    assistant = assistant_services.assistant_default()
-    assistant.min_similarity = 0.2  # suits the fake bag-of-words embeddings
-    assistant.save(update_fields=["min_similarity"])
-    return assistant
-
-
-@pytest.fixture
-def policy(db: None) -> Document:
-    collection = factories.collection(name="Policies", public=True)
-    return factories.document(collection=collection, text=POLICY, filename="expense-policy.md")
 
 
 def ask(user: Any, reply: str, fake: FakeProvider, question: str = QUESTION) -> Answer:

@@ -1,8 +1,7 @@
-"""Fixtures for usage tests: an assistant that answers from one policy, and prices."""
+"""Fixtures for usage tests: a conversation with the shared expense-policy assistant, and prices."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -12,40 +11,7 @@ from django.conf import settings
 from assistant import services
 from assistant.models import Assistant, Conversation
 from knowledge.models import Document
-from tests import factories
 from usage.models import ModelPrice
-
-POLICY = """# Expense policy
-
-## Deadlines
-
-Expense reports are due on the 5th of each month.
-Submit them in the finance portal with the receipts attached.
-"""
-QUESTION = "When are expense reports due?"
-GOOD = json.dumps(
-    {
-        "answer": "Expense reports are due on the 5th of each month [1].",
-        "citations": [1],
-        "confidence": 0.9,
-        "not_found": False,
-        "follow_ups": [],
-    }
-)
-
-
-@pytest.fixture
-def assistant(db: None) -> Assistant:
-    assistant = services.assistant_default()
-    assistant.min_similarity = 0.2  # suits the fake bag-of-words embeddings
-    assistant.save(update_fields=["min_similarity"])
-    return assistant
-
-
-@pytest.fixture
-def policy(db: None) -> Document:
-    collection = factories.collection(name="Policies", public=True)
-    return factories.document(collection=collection, text=POLICY, filename="expense-policy.md")
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from django.conf import settings
 from assistant import services
 from assistant.models import Answer, Conversation
 from gateway import provider
+from tests.expense_policy import GOOD, QUESTION
 from tests.fakes import FakeProvider
-from tests.usage.conftest import GOOD, QUESTION
 from usage import services as usage
 from usage.models import ModelCall, ModelPrice
 

@@ -15,8 +15,8 @@ from django.test import Client
 from assistant import services
 from assistant.models import Conversation, Message
 from tests import factories
+from tests.expense_policy import GOOD, QUESTION
 from tests.fakes import FakeProvider
-from tests.usage.conftest import GOOD, QUESTION
 from usage import selectors
 from usage import services as usage
 from usage.models import Budget, ModelCall
