@@ -11,7 +11,7 @@ from functools import cache
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Q, QuerySet
 
 from gateway import provider
 from knowledge.models import Chunk, Collection, Document
@@ -159,6 +159,26 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
         return cursor.fetchall()
 
 
+def _plan(ids: list[int]) -> SearchPlan:
+    """Whether `ids` leave any collection out, and how many chunks they hold, in one statement.
+
+    `ids` come from `readable_collection_ids`, so they name existing collections and the reader
+    is unfiltered exactly when there are as many as there are collections. An unfiltered reader
+    of a large table gets PostgreSQL's row estimate rather than a sum over every document.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.n, CASE WHEN c.n = %(n)s AND t.rows > %(exact)s THEN t.rows ELSE "
+            "(SELECT COALESCE(sum(chunk_count), 0) FROM knowledge_document "
+            "WHERE collection_id = ANY(%(ids)s)) END "
+            "FROM (SELECT count(*) AS n FROM knowledge_collection) AS c, "
+            "(SELECT reltuples::bigint AS rows FROM pg_class WHERE oid = 'knowledge_chunk'::regclass) AS t",
+            {"n": len(set(ids)), "exact": EXACT_SCAN_MAX_ROWS, "ids": list(ids)},
+        )
+        collections, rows = cursor.fetchone()
+    return SearchPlan(collection_ids=ids, filtered=len(set(ids)) != collections, readable_rows=int(rows))
+
+
 def _total_rows() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = 'knowledge_chunk'")
@@ -181,18 +201,28 @@ def keyword_query_sql() -> str:
 # query it makes PostgreSQL rank every chunk holding it (ts_rank_cd has no inverse document
 # frequency). Dropping such words is BM25's IDF in effect, and keeps the ranked set small at scale.
 COMMON_LEXEME_SHARE = 0.05
-# ...and in a large table, a word in more than this many chunks, whatever its share: ranking every
-# chunk that holds it is what makes the keyword side slow at a million chunks.
-COMMON_LEXEME_MAX_CHUNKS = 20_000
+# Ranking costs a few microseconds a matching chunk (its tsvector is read), so in a large table
+# the ORed words are kept rarest first while the chunks estimated to hold any of them stay within
+# this budget: ~10k ranked chunks is ~30 ms at a million chunks (bench/search_scale.py). The
+# rarest informative word is always kept. Below ~200k chunks the 5% rule binds first.
+KEYWORD_RANK_BUDGET = 10_000
 # Below this many chunks ranking every match is cheap, and frequencies from so few are noise.
 COMMON_LEXEME_MIN_ROWS = 2_000
 _LEXEME_STATS_SECONDS = 300.0
-_lexeme_stats: tuple[float, dict[str, float], float] = (-math.inf, {}, COMMON_LEXEME_SHARE)
 
 
-def _lexeme_statistics() -> tuple[dict[str, float], float]:
-    """Shares of chunks holding the table's most common lexemes (from ANALYZE), and the share above
-    which a lexeme counts as common.
+@dataclass(frozen=True)
+class _LexemeStats:
+    frequencies: dict[str, float]  # share of chunks holding each of the most common lexemes
+    floor: float  # a lexeme not listed is at most this common
+    rows: float
+
+
+_lexeme_stats: tuple[float, _LexemeStats] = (-math.inf, _LexemeStats({}, 0.0, 0.0))
+
+
+def _lexeme_statistics() -> _LexemeStats:
+    """Shares of chunks holding the table's most common lexemes, from ANALYZE.
 
     PostgreSQL keeps the most common elements of a tsvector column (about a thousand with the
     default statistics target) with their frequencies; autovacuum refreshes them as documents
@@ -200,9 +230,9 @@ def _lexeme_statistics() -> tuple[dict[str, float], float]:
     few minutes. Without statistics yet, or in a small table, nothing counts as common.
     """
     global _lexeme_stats
-    fetched_at, frequencies, cutoff = _lexeme_stats
+    fetched_at, stats = _lexeme_stats
     if time.monotonic() - fetched_at < _LEXEME_STATS_SECONDS:
-        return frequencies, cutoff
+        return stats
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT most_common_elems::text::text[], most_common_elem_freqs, "
@@ -211,19 +241,22 @@ def _lexeme_statistics() -> tuple[dict[str, float], float]:
             "AND attname = 'search_vector'"
         )
         row = cursor.fetchone()
-    frequencies, cutoff = {}, COMMON_LEXEME_SHARE
+    stats = _LexemeStats({}, 0.0, 0.0)
     if row and row[0] and row[2] >= COMMON_LEXEME_MIN_ROWS:
+        # most_common_elem_freqs holds one frequency per element, then min, max and null share.
         frequencies = dict(zip(row[0], row[1], strict=False))
-        cutoff = min(COMMON_LEXEME_SHARE, COMMON_LEXEME_MAX_CHUNKS / row[2])
-    _lexeme_stats = (time.monotonic(), frequencies, cutoff)
-    return frequencies, cutoff
+        stats = _LexemeStats(frequencies, min(frequencies.values()), float(row[2]))
+    _lexeme_stats = (time.monotonic(), stats)
+    return stats
 
 
 def informative_lexemes(query: str) -> list[str]:
-    """The query's lexemes (English and language-neutral) without the common ones.
+    """The query's lexemes (English and language-neutral) worth ranking chunks by, rarest first.
 
-    When every word is common ("what is it"), the two least common are kept so that the
-    keyword side still has something to rank.
+    Common ones (in more than COMMON_LEXEME_SHARE of chunks) are dropped, and in a large table
+    the rarer ones are kept only while the chunks estimated to hold any of them fit
+    KEYWORD_RANK_BUDGET. When every word is common ("what is it"), the two least common are
+    kept so that the keyword side still has something to rank.
     """
     with connection.cursor() as cursor:
         cursor.execute(
@@ -231,10 +264,23 @@ def informative_lexemes(query: str) -> list[str]:
             "to_tsvector('english', %(q)s) || to_tsvector('groundwork_simple', %(q)s)))",
             {"q": query},
         )
-        lexemes = sorted(row[0] for row in cursor.fetchall())
-    frequencies, cutoff = _lexeme_statistics()
-    kept = [lexeme for lexeme in lexemes if frequencies.get(lexeme, 0.0) <= cutoff]
-    return kept or sorted(lexemes, key=lambda lexeme: frequencies.get(lexeme, 0.0))[:2]
+        lexemes = [row[0] for row in cursor.fetchall()]
+    stats = _lexeme_statistics()
+
+    def share(lexeme: str) -> float:
+        return stats.frequencies.get(lexeme, stats.floor)
+
+    by_rarity = sorted(lexemes, key=lambda lexeme: (share(lexeme), lexeme))
+    kept: list[str] = []
+    estimated = 0.0
+    for lexeme in by_rarity:
+        if share(lexeme) > COMMON_LEXEME_SHARE:
+            break
+        estimated += share(lexeme) * stats.rows
+        if kept and estimated > KEYWORD_RANK_BUDGET:
+            break
+        kept.append(lexeme)
+    return kept or by_rarity[:2]
 
 
 _OR_LEXEMES_SQL = (
@@ -298,10 +344,7 @@ def search(
     ids = list(readable_ids) if readable_ids is not None else readable_collection_ids(user, collections)
     if not query or not ids or k <= 0:
         return []
-    all_ids = set(Collection.objects.values_list("pk", flat=True))
-    plan = SearchPlan(collection_ids=ids, filtered=set(ids) != all_ids)
-    readable = Document.objects.filter(collection_id__in=ids).aggregate(n=Sum("chunk_count"))["n"]
-    plan.readable_rows = int(readable or 0)
+    plan = _plan(ids)
     pool = max(k * 4, 40)
 
     vector_hits: list[tuple[int, float]] = []
@@ -326,8 +369,10 @@ def search(
         entry.score += 1.0 / (RRF_K + rank)
         entry.keyword_score, entry.keyword_rank = float(ts_rank), rank
     best = sorted(fused.items(), key=lambda item: (-item[1].score, item[0]))[:k]
-    chunks = Chunk.objects.select_related("document", "document__collection").in_bulk(
-        [cid for cid, _ in best]
+    chunks = (
+        Chunk.objects.select_related("document", "document__collection")
+        .defer("embedding", "search_vector")  # parsing 384 floats per hit is for nobody here
+        .in_bulk([cid for cid, _ in best])
     )
     return [
         SearchHit(

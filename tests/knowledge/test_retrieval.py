@@ -167,3 +167,69 @@ def test_a_large_unfiltered_search_uses_the_hnsw_index(
     hits = search(admin_user, "annual leave", k=5, plan_out=plans)
     assert plans[0].strategy == "hnsw" and plans[0].ef_search == 100
     assert [hit.document.filename for hit in hits] == ["leave.txt"]
+
+
+UNSTEMMED = {"leav": "leave", "annual": "annual", "polici": "policy"}
+
+
+def _stats(monkeypatch: pytest.MonkeyPatch, frequencies: dict[str, float], rows: float) -> None:
+    import math
+
+    from knowledge import selectors
+
+    # Each word is a stemmed English lexeme and an unstemmed language-neutral one, equally common.
+    both = frequencies | {UNSTEMMED[word]: share for word, share in frequencies.items()}
+    stats = selectors._LexemeStats(both, min(both.values()), rows)
+    monkeypatch.setattr(selectors, "_lexeme_stats", (math.inf, stats))  # never stale
+
+
+def test_common_words_are_not_ranked_by(monkeypatch: pytest.MonkeyPatch) -> None:
+    from knowledge.selectors import informative_lexemes
+
+    _stats(monkeypatch, {"leav": 0.20, "annual": 0.01, "polici": 0.002}, rows=5_000)
+
+    # Rarest first; "leave" is in a fifth of all chunks and says nothing.
+    assert informative_lexemes("annual leave policy") == ["polici", "policy", "annual"]
+    # Only common words: the two least common are still kept.
+    _stats(monkeypatch, {"leav": 0.20, "annual": 0.10, "polici": 0.30}, rows=5_000)
+    assert informative_lexemes("annual leave policy") == ["annual", "leav"]
+
+
+def test_in_a_large_table_words_are_kept_rarest_first_within_the_rank_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from knowledge import selectors
+
+    # A million chunks: "annual" is in ~8,000 of them, "polici" (and "policy") in ~2,000 each.
+    _stats(monkeypatch, {"leav": 0.03, "annual": 0.008, "polici": 0.002}, rows=1_000_000)
+    monkeypatch.setattr(selectors, "KEYWORD_RANK_BUDGET", 10_000)
+    assert selectors.informative_lexemes("annual leave policy") == ["polici", "policy"]
+
+    # The rarest word is kept even when it alone is over the budget.
+    monkeypatch.setattr(selectors, "KEYWORD_RANK_BUDGET", 1_000)
+    assert selectors.informative_lexemes("annual leave policy") == ["polici"]
+
+    # A smaller table: all of them fit.
+    _stats(monkeypatch, {"leav": 0.03, "annual": 0.008, "polici": 0.002}, rows=50_000)
+    monkeypatch.setattr(selectors, "KEYWORD_RANK_BUDGET", 10_000)
+    kept = selectors.informative_lexemes("annual leave policy")
+    assert kept == ["polici", "policy", "annual", "leav", "leave"]
+
+
+def test_the_plan_counts_readable_chunks_in_one_statement(member: Any, admin_user: Any) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from knowledge.selectors import _plan, readable_collection_ids
+
+    mine = factories.collection(name="Mine", readers=[member])
+    other = factories.collection(name="Other")
+    factories.document(collection=mine, text="Annual leave is twenty-five days.", filename="a.txt")
+    factories.document(collection=other, text="Contractors are paid monthly.", filename="b.txt")
+
+    with CaptureQueriesContext(connection) as queries:
+        plan = _plan(readable_collection_ids(member))
+    assert len(queries) == 2  # the permission query and the plan
+    assert plan.filtered and plan.readable_rows == 1
+    unfiltered = _plan(readable_collection_ids(admin_user))
+    assert not unfiltered.filtered and unfiltered.readable_rows == 2

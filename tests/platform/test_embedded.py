@@ -70,3 +70,16 @@ def test_the_launcher_prints_one_line_and_exits_1_on_bad_configuration(
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1
     assert out[0].startswith("groundwork: error: EMBEDDING_DIMENSIONS=999 does not match")
+
+
+@pytest.mark.parametrize(
+    ("memory_mb", "expected_mb"), [(2048, 1024), (8192, 2048), (23_600, 5888), (65_536, 8192)]
+)
+def test_shared_buffers_are_a_quarter_of_memory_within_bounds(
+    monkeypatch: pytest.MonkeyPatch, memory_mb: int, expected_mb: int
+) -> None:
+    from embedded import services
+
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": memory_mb * 256}
+    monkeypatch.setattr(services.os, "sysconf", pages.__getitem__)
+    assert services.shared_buffers_mb() == expected_mb
