@@ -24,6 +24,11 @@ app.conf.beat_schedule = {
         "task": "knowledge.tasks.requeue_stalled_documents",
         "schedule": 60.0,
     },
+    # Large collections get their own vector index, so filtered search keeps its recall.
+    "knowledge-collection-indexes": {
+        "task": "knowledge.tasks.sync_collection_indexes",
+        "schedule": 600.0,
+    },
     # A web process that dies mid-answer leaves its message "streaming"; this offers a retry.
     "assistant-recover-orphaned-messages": {
         "task": "assistant.tasks.recover_orphaned_messages",

@@ -205,6 +205,9 @@ CHUNK_MAX_TOKENS = env_int("CHUNK_MAX_TOKENS", 300, minimum=32, maximum=8000)
 CHUNK_OVERLAP_TOKENS = env_int("CHUNK_OVERLAP_TOKENS", 40, minimum=0, maximum=2000)
 if CHUNK_OVERLAP_TOKENS >= CHUNK_MAX_TOKENS:
     raise ImproperlyConfigured("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_MAX_TOKENS.")
+# A collection with this many chunks gets its own partial HNSW index (knowledge.services.
+# collection_indexes_sync, every 10 minutes), which filtered search then uses.
+KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS = env_int("KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS", 20_000, minimum=1)
 # Django's own limit would refuse large multipart bodies before our clearer per-file check.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024

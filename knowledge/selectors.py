@@ -70,6 +70,7 @@ class SearchPlan:
     collection_ids: list[int]
     filtered: bool
     readable_rows: int | None = None
+    rows_by_collection: dict[int, int] = field(default_factory=dict)  # filtered plans only
     strategy: str = ""
     ef_search: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -129,6 +130,17 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
             )
             return cursor.fetchall()
 
+        indexed = sorted(c for c in collections_with_index() if plan.rows_by_collection.get(c))
+        rest = [c for c in plan.collection_ids if c not in indexed]
+        rest_rows = sum(plan.rows_by_collection.get(c, 0) for c in rest)
+        if indexed and len(indexed) <= COLLECTION_INDEX_MAX_SCANS and rest_rows <= EXACT_SCAN_MAX_ROWS:
+            largest = max(plan.rows_by_collection[c] for c in indexed)
+            plan.strategy = "hnsw-per-collection"
+            plan.ef_search = max(100, limit, min(HNSW_MAX_EF_SEARCH, largest // 2000))
+            cursor.execute(f"SET LOCAL hnsw.ef_search = {plan.ef_search}")
+            cursor.execute(_per_collection_sql(indexed, rest), {"v": literal, "rest": rest, "limit": limit})
+            return cursor.fetchall()
+
         total = _total_rows()
 
         selectivity = max((plan.readable_rows or total) / max(total, 1), 1e-4)
@@ -164,19 +176,75 @@ def _plan(ids: list[int]) -> SearchPlan:
 
     `ids` come from `readable_collection_ids`, so they name existing collections and the reader
     is unfiltered exactly when there are as many as there are collections. An unfiltered reader
-    of a large table gets PostgreSQL's row estimate rather than a sum over every document.
+    of a large table gets PostgreSQL's row estimate rather than a sum over every document; a
+    filtered one gets the chunks of each collection.
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT c.n, CASE WHEN c.n = %(n)s AND t.rows > %(exact)s THEN t.rows ELSE "
-            "(SELECT COALESCE(sum(chunk_count), 0) FROM knowledge_document "
-            "WHERE collection_id = ANY(%(ids)s)) END "
+            "SELECT c.n, CASE WHEN c.n = %(n)s AND t.rows > %(exact)s THEN NULL ELSE "
+            "(SELECT COALESCE(json_object_agg(collection_id, chunks), '{}') FROM "
+            "(SELECT collection_id, sum(chunk_count) AS chunks FROM knowledge_document "
+            "WHERE collection_id = ANY(%(ids)s) GROUP BY collection_id) AS sizes) END, t.rows "
             "FROM (SELECT count(*) AS n FROM knowledge_collection) AS c, "
             "(SELECT reltuples::bigint AS rows FROM pg_class WHERE oid = 'knowledge_chunk'::regclass) AS t",
             {"n": len(set(ids)), "exact": EXACT_SCAN_MAX_ROWS, "ids": list(ids)},
         )
-        collections, rows = cursor.fetchone()
-    return SearchPlan(collection_ids=ids, filtered=len(set(ids)) != collections, readable_rows=int(rows))
+        collections, sizes, estimate = cursor.fetchone()
+    plan = SearchPlan(collection_ids=ids, filtered=len(set(ids)) != collections)
+    if sizes is None:
+        plan.readable_rows = int(estimate)
+    else:
+        plan.rows_by_collection = {int(key): int(value) for key, value in sizes.items()}
+        plan.readable_rows = sum(plan.rows_by_collection.values())
+    return plan
+
+
+# Collections with their own partial HNSW index (knowledge.services.collection_indexes_sync),
+# read from the catalogue at most once a minute per process.
+_COLLECTION_INDEX_SECONDS = 60.0
+_collection_indexes: tuple[float, frozenset[int]] = (-math.inf, frozenset())
+# A reader of more indexed collections than this searches the table's index instead.
+COLLECTION_INDEX_MAX_SCANS = 4
+
+
+def collections_with_index() -> frozenset[int]:
+    global _collection_indexes
+    fetched_at, ids = _collection_indexes
+    if time.monotonic() - fetched_at < _COLLECTION_INDEX_SECONDS:
+        return ids
+    from knowledge.services import COLLECTION_INDEX_PREFIX
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = 'knowledge_chunk'::regclass AND i.indisvalid AND c.relname LIKE %s",
+            [COLLECTION_INDEX_PREFIX + "%"],
+        )
+        ids = frozenset(int(row[0].removeprefix(COLLECTION_INDEX_PREFIX)) for row in cursor.fetchall())
+    _collection_indexes = (time.monotonic(), ids)
+    return ids
+
+
+def _per_collection_sql(indexed: list[int], rest: list[int]) -> str:
+    """One branch per indexed collection, each ordered by its own partial index, plus an exact
+    scan of the small rest; the branches' nearest are merged.
+
+    Collection ids are written into the SQL as integers (they come from our own tables): the
+    planner matches a partial index's predicate only against a constant.
+    """
+    branches = [
+        "(SELECT id, embedding <=> %(v)s::vector AS distance FROM knowledge_chunk "  # noqa: S608
+        f"WHERE collection_id = {int(cid)} ORDER BY embedding <=> %(v)s::vector LIMIT %(limit)s)"
+        for cid in indexed
+    ]
+    if rest:
+        branches.append(
+            "(SELECT id, distance FROM (SELECT id, embedding <=> %(v)s::vector AS distance "
+            "FROM knowledge_chunk WHERE collection_id = ANY(%(rest)s) OFFSET 0) AS small "
+            "ORDER BY distance LIMIT %(limit)s)"
+        )
+    union = " UNION ALL ".join(branches)
+    return f"SELECT id, 1 - distance FROM ({union}) AS near ORDER BY distance LIMIT %(limit)s"  # noqa: S608
 
 
 def _total_rows() -> int:

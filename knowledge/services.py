@@ -12,8 +12,8 @@ from typing import IO, Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import File
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import connection, transaction
+from django.db.models import F, Q, Sum
 from django.utils import timezone
 
 from gateway import provider
@@ -306,3 +306,64 @@ def stalled_documents_requeue() -> list[int]:
     for document_id in ids:
         _enqueue_ingest(document_id)
     return ids
+
+
+# --- per-collection vector indexes ------------------------------------------------------------
+
+COLLECTION_INDEX_PREFIX = "chunk_hnsw_collection_"
+
+
+@dataclass(frozen=True)
+class CollectionIndexes:
+    created: list[int]
+    dropped: list[int]
+
+
+def collection_indexes_sync() -> CollectionIndexes:
+    """Give every large collection its own partial HNSW index; drop those no longer needed.
+
+    pgvector filters after it walks the graph, so a reader of a few collections in a large table
+    either over-fetches from the table's index (losing recall as the filter narrows) or scans
+    every readable row. A collection's own index keeps its graph: at a million chunks a 5%
+    collection searched through it has the recall of a small table (bench/search_scale.py).
+    An index is created at KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS chunks and dropped below half
+    of that, or when its collection is gone. Runs from beat; outside a transaction the index is
+    built CONCURRENTLY, so uploads and searches go on meanwhile.
+    """
+    threshold = settings.KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS
+    sizes = dict(
+        Document.objects.filter(status=Document.Status.READY)
+        .values("collection_id")
+        .annotate(chunks=Sum("chunk_count"))
+        .values_list("collection_id", "chunks")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = 'knowledge_chunk'::regclass AND c.relname LIKE %s",
+            [COLLECTION_INDEX_PREFIX + "%"],
+        )
+        rows = cursor.fetchall()
+    existing = {int(name.removeprefix(COLLECTION_INDEX_PREFIX)): valid for name, valid in rows}
+    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
+    created: list[int] = []
+    dropped: list[int] = []
+    for collection_id, valid in sorted(existing.items()):
+        if not valid or (sizes.get(collection_id) or 0) < threshold // 2:
+            with connection.cursor() as cursor:  # an invalid index is a failed concurrent build
+                cursor.execute(f"DROP INDEX {concurrently}IF EXISTS {COLLECTION_INDEX_PREFIX}{collection_id}")
+            dropped.append(collection_id)
+            existing.pop(collection_id)
+    for collection_id, chunks in sorted(sizes.items()):
+        if collection_id in existing or (chunks or 0) < threshold:
+            continue
+        name = f"{COLLECTION_INDEX_PREFIX}{int(collection_id)}"
+        logger.info("building %s for %s chunks", name, chunks)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"CREATE INDEX {concurrently}IF NOT EXISTS {name} ON knowledge_chunk "
+                "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64) "
+                f"WHERE collection_id = {int(collection_id)}"
+            )
+        created.append(int(collection_id))
+    return CollectionIndexes(created=created, dropped=dropped)

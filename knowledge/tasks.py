@@ -27,3 +27,10 @@ def ingest_document(self: object, document_id: int) -> str:
 def requeue_stalled_documents() -> int:
     """Beat: re-enqueue documents a dead worker left behind."""
     return len(services.stalled_documents_requeue())
+
+
+@shared_task
+def sync_collection_indexes() -> dict[str, list[int]]:
+    """Beat: partial vector indexes for large collections (see services.collection_indexes_sync)."""
+    result = services.collection_indexes_sync()
+    return {"created": result.created, "dropped": result.dropped}

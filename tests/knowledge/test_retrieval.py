@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -233,3 +234,84 @@ def test_the_plan_counts_readable_chunks_in_one_statement(member: Any, admin_use
     assert plan.filtered and plan.readable_rows == 1
     unfiltered = _plan(readable_collection_ids(admin_user))
     assert not unfiltered.filtered and unfiltered.readable_rows == 2
+
+
+def _index_names() -> set[str]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'chunk_hnsw_collection_%%'")
+        return {row[0] for row in cursor.fetchall()}
+
+
+@pytest.fixture
+def collection_indexes() -> Iterator[None]:
+    """Committed data (indexes are built CONCURRENTLY, outside a transaction); indexes dropped after."""
+    from django.db import connection
+
+    yield
+    with connection.cursor() as cursor:
+        for name in _index_names():
+            cursor.execute(f"DROP INDEX IF EXISTS {name}")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("collection_indexes")
+def test_large_collections_get_their_own_vector_index_and_lose_it_when_small(settings: Any) -> None:
+    from knowledge.services import collection_indexes_sync
+
+    big = factories.collection(name="Big")
+    small = factories.collection(name="Small")
+    for n in range(3):
+        factories.document(collection=big, text=f"Policy number {n} covers travel.", filename=f"{n}.txt")
+    factories.document(collection=small, text="Lunch is at noon.", filename="lunch.txt")
+    settings.KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS = 2
+
+    first = collection_indexes_sync()
+    assert (first.created, first.dropped) == ([big.pk], [])
+    assert _index_names() == {f"chunk_hnsw_collection_{big.pk}"}
+    again = collection_indexes_sync()
+    assert (again.created, again.dropped) == ([], [])
+
+    # Dropped below half the threshold, not at the threshold itself (no flapping).
+    settings.KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS = 6
+    assert collection_indexes_sync().dropped == []
+    settings.KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS = 8
+    assert collection_indexes_sync().dropped == [big.pk]
+    assert _index_names() == set()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("collection_indexes")
+def test_a_filtered_search_walks_each_readable_collections_own_index(
+    member: Any, outsider: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from knowledge import selectors
+    from knowledge.services import collection_indexes_sync
+
+    mine = factories.collection(name="Mine", readers=[member])
+    small = factories.collection(name="Small and mine", readers=[member])
+    other = factories.collection(name="Other", readers=[outsider])
+    factories.document(collection=mine, text="Annual leave is twenty-five days.", filename="leave.txt")
+    factories.document(collection=mine, text="Parking is free on weekends.", filename="parking.txt")
+    factories.document(collection=small, text="Annual leave requests go to HR.", filename="hr.txt")
+    factories.document(collection=other, text="Annual leave for contractors.", filename="contractors.txt")
+    factories.document(collection=other, text="Annual leave carries over.", filename="carry.txt")
+    settings.KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS = 2
+    assert sorted(collection_indexes_sync().created) == sorted([mine.pk, other.pk])
+    monkeypatch.setattr(selectors, "_collection_indexes", (float("-inf"), frozenset()))
+    monkeypatch.setattr(selectors, "EXACT_SCAN_MAX_ROWS", 1)  # the small collection's one chunk
+
+    plans: list[SearchPlan] = []
+    hits = search(member, "annual leave", k=5, mode="vector", plan_out=plans)
+
+    assert plans[0].strategy == "hnsw-per-collection"
+    assert plans[0].rows_by_collection == {mine.pk: 2, small.pk: 1}
+    assert {hit.document.filename for hit in hits} == {"leave.txt", "parking.txt", "hr.txt"}
+
+    # More indexed collections than one query should walk: the table's index, filtered.
+    monkeypatch.setattr(selectors, "COLLECTION_INDEX_MAX_SCANS", 0)
+    plans.clear()
+    hits = search(member, "annual leave", k=5, mode="vector", plan_out=plans)
+    assert plans[0].strategy == "hnsw-overfetch"
+    assert {hit.document.filename for hit in hits} <= {"leave.txt", "parking.txt", "hr.txt"}
