@@ -334,8 +334,8 @@ def collection_indexes_sync() -> CollectionIndexes:
     sizes = dict(
         Document.objects.filter(status=Document.Status.READY)
         .values("collection_id")
-        .annotate(chunks=Sum("chunk_count"))
-        .values_list("collection_id", "chunks")
+        .annotate(total=Sum("chunk_count"))
+        .values_list("collection_id", "total")
     )
     with connection.cursor() as cursor:
         cursor.execute(
