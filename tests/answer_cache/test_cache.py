@@ -339,13 +339,14 @@ def test_a_nearer_entry_about_something_else_does_not_block_a_matching_one(
     settings.ANSWER_CACHE_MIN_WORD_OVERLAP = 0.9
 
     question = "When are the expense reports due?"
-    nearest = services._find_nearest(
+    nearest = services._candidates(
         services._Scope(assistant.pk, "", timezone.now(), [finance.pk]),
+        "no such hash",
         services._embed(question, []),
         floor=0.0,
         limit=5,
     )
-    assert [entry.answer_id for entry, _ in nearest][0] == decoy.pk
+    assert nearest[0].entry_id == CachedAnswer.objects.get(answer=decoy).pk
 
     hit = lookup(member, assistant, question)
 
