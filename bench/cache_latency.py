@@ -166,12 +166,35 @@ def _profile(lookups: list[tuple[float, list[tuple[str, Any, float]]]]) -> dict[
     }
 
 
-def _explain(sql: str, params: Any) -> list[str]:
-    from django.db import connection
+def _explain(sql: str, params: Any, *, index_scans: bool = True) -> list[str]:
+    """EXPLAIN ANALYZE of a statement; without `index_scans`, as the planner would run it with no
+    index scan (the HNSW index unused: an exact scan of the filtered rows)."""
+    from django.db import connection, transaction
 
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        if not index_scans:
+            cursor.execute("SET LOCAL enable_indexscan = off")
         cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
-        return [row[0] for row in cursor.fetchall()]
+        return [_shorten(row[0]) for row in cursor.fetchall()]
+
+
+def _shorten(line: str) -> str:
+    return re.sub(r"'\[[-0-9.e,]{80,}\]'", "'[...]'", line)
+
+
+def _time_statement(sql: str, params: Any, *, repeat: int, index_scans: bool = True) -> dict[str, float]:
+    from django.db import connection, transaction
+
+    times = []
+    with transaction.atomic(), connection.cursor() as cursor:
+        if not index_scans:
+            cursor.execute("SET LOCAL enable_indexscan = off")
+        for _ in range(repeat):
+            began = time.perf_counter()
+            cursor.execute(sql, params)
+            cursor.fetchall()
+            times.append(time.perf_counter() - began)
+    return latency_summary(times)
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -302,9 +325,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             shared.append(time.perf_counter() - began)
             profiled.append((looked_up, statements.calls))
             similarities.append(hit.similarity)
-            if nearest_statement is None and len(statements.calls) > 1:
-                slowest = max(statements.calls, key=lambda c: c[2])
-                nearest_statement = (slowest[0], slowest[1])
+            if nearest_statement is None:
+                nearest_statement = next(((q, v) for q, v, _ in statements.calls if "<=>" in q), None)
             began = time.perf_counter()
             hit = cache.cache_lookup(
                 user=user, assistant=assistant, question=paraphrase, history=[], readable=readable
@@ -329,7 +351,14 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
             false_pairs += 1
             wrong.append({"question": other, "served": hit.question, "similarity": hit.similarity})
 
-    plan = _explain(*nearest_statement) if nearest_statement else []
+    plans: dict[str, Any] = {}
+    if nearest_statement:
+        plans = {
+            "planner_choice": _explain(*nearest_statement),
+            "no_index_scans": _explain(*nearest_statement, index_scans=False),
+            "timed_planner_choice": _time_statement(*nearest_statement, repeat=50),
+            "timed_no_index_scans": _time_statement(*nearest_statement, repeat=50, index_scans=False),
+        }
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT avg(pg_column_size(embedding)), avg(pg_column_size(e.*)), "  # noqa: S608
@@ -362,7 +391,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "semantic_hit_through_pipeline": latency_summary(through_pipeline),
         "query_embedding_alone": latency_summary(embed_times),
         "semantic_lookup_profile": _profile(profiled),
-        "nearest_query_plan": plan,
+        "nearest_query": plans,
         "embedding_bytes": float(column),
         "entry_row_bytes": float(row_size),
         "toast_bytes": int(toast),
