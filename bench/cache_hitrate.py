@@ -166,8 +166,13 @@ def _stream(
     confirm_right: float,
     confirm_wrong: float,
     seed: int,
+    store_misses: bool = False,
 ) -> dict[str, float]:
-    """Prequential: each probe is looked up, then (maybe) learned; rates as in `_rates`."""
+    """Prequential: each probe is looked up, then (maybe) learned; rates as in `_rates`.
+
+    With `store_misses`, a missed in-scope probe is cached under its own answer, as the product
+    caches the answer the model then gives (its own intent's label; other intents get labels
+    of their own, so a later probe of that intent hitting it is a right hit, counted apart)."""
     import numpy as np
 
     rng = random.Random(seed)
@@ -186,8 +191,14 @@ def _stream(
         best = int(np.argmax(sims))
         counts[name][0] += 1
         if sims[best] < t:
+            if store_misses and name != "oos":
+                keys[size], key_labels[size] = vector, own
+                size += 1
             continue
         label = int(key_labels[best])
+        if name == "other_intent" and label == own:
+            counts["other_intent_right"][1] += 1  # its own intent, cached from an earlier miss
+            continue
         right = name == "same_intent" and label == own
         counts[name][1 if right else 2] += 1
         if rng.random() < (confirm_right if right else confirm_wrong):
@@ -203,6 +214,10 @@ def _stream(
             out[f"false_hit_rate_{name}"] = round(counts[name][2] / counts[name][0], 4)
     out["max_false_hit_rate"] = max(v for k, v in out.items() if k != "hit_rate")
     out["learned_right"], out["learned_wrong"] = learned
+    if store_misses:
+        out["other_intent_right_hit_rate"] = round(
+            counts["other_intent_right"][1] / counts["other_intent"][0], 4
+        )
     return out
 
 
@@ -252,13 +267,14 @@ def main() -> None:
     vectors = _load_vectors(path)
     log(f"{len(vectors)} vectors from {path}")
     index = {intent: i for i, intent in enumerate(cached)}
+    index.update({intent: 1000 + i for i, intent in enumerate(other)})  # never cached at the start
 
     def matrix(rows: list[tuple[str, str]]) -> Any:
         m = np.array([vectors[normalize_question(t)] for t, _ in rows], dtype=np.float64)
         return m / np.linalg.norm(m, axis=1, keepdims=True)
 
     def own(rows: list[tuple[str, str]]) -> Any:
-        return np.array([index.get(intent, -1) for _, intent in rows])
+        return np.array([index.get(intent, -1) for _, intent in rows])  # oos: -1
 
     cache = matrix(cache_rows)
     labels = own(cache_rows)
@@ -325,6 +341,17 @@ def main() -> None:
             for split in ("calibration", "held_out")
         }
         log(f"learn {label}: {learning[label]}")
+    # What the product already does: every missed question's answer is cached too.
+    learning["misses_cached"] = {
+        split: _stream(raw[split], cache, labels, t, 0.0, 0.0, args.seed, store_misses=True)
+        for split in ("calibration", "held_out")
+    }
+    learning["misses_cached_and_oracle_hits"] = {
+        split: _stream(raw[split], cache, labels, t, 1.0, 0.0, args.seed, store_misses=True)
+        for split in ("calibration", "held_out")
+    }
+    log(f"misses cached: {learning['misses_cached']}")
+    log(f"misses cached + every right hit: {learning['misses_cached_and_oracle_hits']}")
     results["learn"] = {"threshold": t, **learning}
 
     emit(
