@@ -33,10 +33,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.formats import date_format
-from pgvector.django import CosineDistance
 
 from answer_cache.models import CacheCounter, CachedAnswer
 from answer_cache.text import exact_key, normalize_question, text_hash, word_overlap
@@ -314,39 +312,64 @@ def _entries() -> QuerySet[CachedAnswer]:
     return CachedAnswer.objects.select_related("answer__prompt", "answer__assistant")
 
 
-def _find_exact(scope: _Scope, digest: str) -> CachedAnswer | None:
-    """The servable entry with this question hash, loaded in one query (no embedding needed)."""
+@dataclass(frozen=True)
+class Candidate:
+    """A servable entry a lookup found: its id and question, and how it matched."""
+
+    entry_id: int
+    question: str
+    exact: bool  # its question hash is the new question's
+    similarity: float  # cosine similarity of the two questions (1.0 for an exact match)
+
+
+def _candidates_sql(
+    scope: _Scope, digest: str, vector: Sequence[float] | None, *, floor: float, limit: int
+) -> tuple[str, list[Any]]:
+    """One statement for every candidate of a lookup (see `_candidates`); only our own table
+    names are formatted into it, every value is a parameter."""
+    table = CachedAnswer._meta.db_table
     servable, params = _servable_sql(scope)
-    ids = (
-        f"SELECT e.id FROM {CachedAnswer._meta.db_table} e WHERE e.question_hash = %s "  # noqa: S608
-        f"AND {servable} ORDER BY e.approved DESC, e.created_at DESC LIMIT 1"
+    sql = (
+        f"(SELECT e.id, e.question, TRUE, 1.0::float8 FROM {table} e "  # noqa: S608
+        f"WHERE e.question_hash = %s AND {servable} ORDER BY e.approved DESC, e.created_at DESC LIMIT 1)"
     )
-    return _entries().filter(pk__in=RawSQL(ids, [digest, *params])).first()  # noqa: S611
+    values: list[Any] = [digest, *params]
+    if vector is not None:
+        literal = "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
+        # The distance test comes first among the conditions (the servable checks are subqueries,
+        # the planner runs them last), so the chunk and flag checks run only for entries near
+        # enough to be served; with the HNSW index the scan also stops at `limit` rows.
+        sql += (
+            f" UNION ALL (SELECT e.id, e.question, FALSE, 1 - (e.embedding <=> %s::vector) "  # noqa: S608
+            f"FROM {table} e WHERE (e.embedding <=> %s::vector) <= %s AND {servable} "
+            "ORDER BY e.embedding <=> %s::vector, e.approved DESC, e.created_at DESC LIMIT %s)"
+        )
+        values += [literal, literal, 1.0 - floor, *params, literal, max(1, limit)]
+    return sql, values
 
 
-def _find_nearest(
-    scope: _Scope, vector: Sequence[float], *, floor: float, limit: int
-) -> list[tuple[CachedAnswer, float]]:
-    """Up to `limit` nearest servable entries at or above cosine `floor`, nearest first, in one query.
+def _candidates(
+    scope: _Scope, digest: str, vector: Sequence[float] | None, *, floor: float, limit: int
+) -> list[Candidate]:
+    """In one statement: the servable entry whose question hash is `digest` (the newest approved
+    one first), then, given the question's vector, up to `limit` nearest servable entries at
+    or above cosine `floor`, nearest first. Only ids and questions are read: the entry that is
+    served is loaded by `_load`.
 
     pgvector 0.6 filters after an HNSW scan, so with filters the index may find fewer rows; its
     default candidate list (ef_search 40) leaves the nearest few servable entries within reach
     in practice, and a miss here costs a model call, never a wrong answer.
     """
-    servable, params = _servable_sql(scope)
-    literal = "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
-    ids = (
-        f"SELECT e.id FROM {CachedAnswer._meta.db_table} e WHERE {servable} "  # noqa: S608
-        "ORDER BY e.embedding <=> %s::vector LIMIT %s"
-    )
-    entries = (
-        _entries()
-        .filter(pk__in=RawSQL(ids, [*params, literal, max(1, limit)]))  # noqa: S611
-        .annotate(distance=CosineDistance("embedding", list(vector)))
-        .order_by("distance", "-approved", "-created_at")
-    )
-    found = [(entry, 1.0 - float(entry.distance)) for entry in entries]
-    return [(entry, similarity) for entry, similarity in found if similarity >= floor]
+    sql, params = _candidates_sql(scope, digest, vector, floor=floor, limit=limit)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [Candidate(int(pk), str(question), bool(exact), float(sim)) for pk, question, exact, sim in rows]
+
+
+def _load(entry_id: int) -> CachedAnswer | None:
+    """The entry with its answer, the answer's prompt and assistant, in one query."""
+    return _entries().filter(pk=entry_id).first()
 
 
 @dataclass(frozen=True)
@@ -381,13 +404,13 @@ class MatchRule:
             return False
         return word_overlap(question, cached_question) >= self.min_overlap
 
-    def choose(
-        self, question: str, candidates: Sequence[tuple[CachedAnswer, float]]
-    ) -> tuple[CachedAnswer, float] | None:
-        """The nearest candidate the rule accepts, or None."""
-        for entry, similarity in candidates:
-            if self.accepts(similarity=similarity, question=question, cached_question=entry.question):
-                return entry, similarity
+    def choose(self, question: str, candidates: Sequence[Candidate]) -> Candidate | None:
+        """The nearest candidate the rule accepts (an exact match always), or None."""
+        for candidate in candidates:
+            if candidate.exact or self.accepts(
+                similarity=candidate.similarity, question=question, cached_question=candidate.question
+            ):
+                return candidate
         return None
 
 
@@ -455,14 +478,14 @@ def cache_lookup(
     if not scope.readable:
         _count(assistant, None)
         return None
-    entry = _find_exact(scope, text_hash(exact_key(question)))
-    kind, similarity = "exact", 1.0
-    if entry is None and exact_only:
-        return None
-    if entry is None:
-        kind = "semantic"
-        vector = query_vector
-        if vector is None:
+    digest = text_hash(exact_key(question))
+    rule = MatchRule.from_settings()
+    vector = None if exact_only else query_vector
+    found: Candidate | None = None
+    if vector is None:
+        # The exact key first, so an exact hit never waits for an embedding.
+        found = rule.choose(question, _candidates(scope, digest, None, floor=1.0, limit=0))
+        if found is None and not exact_only:
             try:
                 vector = _embed(question, history)
             except provider.ProviderError as exc:
@@ -471,13 +494,15 @@ def cache_lookup(
                 return None
             if vector_out is not None:
                 vector_out.append(list(vector))
-        rule = MatchRule.from_settings()
-        found = rule.choose(question, _find_nearest(scope, vector, floor=rule.floor, limit=rule.candidates))
-        if found is not None:
-            entry, similarity = found
-    if entry is None:
-        _count(assistant, None)
+    if found is None and vector is not None:
+        candidates = _candidates(scope, digest, vector, floor=rule.floor, limit=rule.candidates)
+        found = rule.choose(question, candidates)
+    entry = _load(found.entry_id) if found is not None else None
+    if entry is None or found is None:
+        if not exact_only:
+            _count(assistant, None)
         return None
+    kind, similarity = ("exact", 1.0) if found.exact else ("semantic", found.similarity)
     _count(assistant, kind, entry.pk)
     entry.hits += 1
     entry.last_hit_at = scope.now

@@ -263,6 +263,48 @@ def test_a_given_vector_is_used_and_not_embedded_again(
     assert hit is not None and vectors == [] and len(fake_provider.embedded) == embedded
 
 
+def test_a_lookup_with_vector_and_permissions_given_is_one_candidate_statement(
+    assistant: Assistant,
+    owner: Any,
+    member: Any,
+    expenses: Document,
+    finance: Collection,
+    django_assert_num_queries: Any,
+) -> None:
+    from tests.fakes import fake_vector
+
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    paraphrase = "When are the expense reports due?"
+    other = "Where do I submit receipts in the finance portal?"
+
+    def given(question: str) -> dict[str, Any]:
+        return {"query_vector": fake_vector(question), "readable": [finance.pk]}
+
+    # A hit: the candidates (exact key and nearest, one statement), the served entry, the counter.
+    with django_assert_num_queries(3):
+        hit = lookup(member, assistant, paraphrase, **given(paraphrase))
+    assert hit is not None and hit.kind == "semantic"
+    with django_assert_num_queries(3):
+        hit = lookup(member, assistant, QUESTION, **given(QUESTION))
+    assert hit is not None and hit.kind == "exact"
+    # A miss loads no entry: nothing above the floor comes back from the database.
+    with django_assert_num_queries(2):
+        assert lookup(member, assistant, other, **given(other)) is None
+
+
+def test_a_nearer_unservable_entry_does_not_hide_a_servable_one(
+    assistant: Assistant, owner: Any, member: Any, expenses: Document
+) -> None:
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    flagged = make_answer(assistant, owner, [expenses], question="When are the expense reports due?")
+    services.cache_store(answer=flagged)
+    Answer.objects.filter(pk=flagged.pk).update(flagged=True)
+
+    hit = lookup(member, assistant, "When are the expense reports due?!", query_vector=None)
+
+    assert hit is not None and hit.answer.question == QUESTION
+
+
 def test_a_question_below_the_threshold_misses(
     settings: Any, assistant: Assistant, owner: Any, member: Any, expenses: Document
 ) -> None:
@@ -339,13 +381,14 @@ def test_a_nearer_entry_about_something_else_does_not_block_a_matching_one(
     settings.ANSWER_CACHE_MIN_WORD_OVERLAP = 0.9
 
     question = "When are the expense reports due?"
-    nearest = services._find_nearest(
+    nearest = services._candidates(
         services._Scope(assistant.pk, "", timezone.now(), [finance.pk]),
+        "no such hash",
         services._embed(question, []),
         floor=0.0,
         limit=5,
     )
-    assert [entry.answer_id for entry, _ in nearest][0] == decoy.pk
+    assert nearest[0].entry_id == CachedAnswer.objects.get(answer=decoy).pk
 
     hit = lookup(member, assistant, question)
 
