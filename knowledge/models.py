@@ -104,6 +104,15 @@ class Document(models.Model):
         return self.status in {self.Status.READY, self.Status.FAILED}
 
 
+# The HNSW graph's links per node and build-time candidate list, for the table's index and each
+# collection's own (knowledge.services.collection_indexes_sync). pgvector's defaults (16, 64) built
+# a graph in which, at a million clustered chunks, no ef_search found more than 0.92 of the true
+# ten nearest; with (32, 128) ef_search 100 finds 0.96 and 200 finds 0.98, at a third of the
+# latency, for a build three times as long (bench/search_scale.py, docs/benchmarks-knowledge.md).
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 128
+
+
 class Chunk(models.Model):
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
     # Denormalised from the document so the permission filter is a plain indexed column.
@@ -132,8 +141,8 @@ class Chunk(models.Model):
             HnswIndex(
                 name="chunk_embedding_hnsw",
                 fields=["embedding"],
-                m=16,
-                ef_construction=64,
+                m=HNSW_M,
+                ef_construction=HNSW_EF_CONSTRUCTION,
                 opclasses=["vector_cosine_ops"],
             ),
             GinIndex(fields=["search_vector"], name="chunk_search_gin"),

@@ -118,10 +118,11 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
             return cursor.fetchall()
 
         if not plan.filtered:
-            # A larger graph needs a longer candidate list for the same recall (at 1M synthetic
-            # chunks ef_search 100 found 0.82 of the true top 10; bench/search_scale.py).
+            # A larger graph needs a longer candidate list for the same recall: at 1M synthetic
+            # chunks ef_search 100 found 0.96 of the true top 10, 200 found 0.98, 500 0.99
+            # (bench/search_scale.py), so 200 there.
             rows = plan.readable_rows or 0
-            plan.strategy, plan.ef_search = "hnsw", max(100, limit, min(HNSW_MAX_EF_SEARCH, rows // 2000))
+            plan.strategy, plan.ef_search = "hnsw", max(100, limit, min(HNSW_MAX_EF_SEARCH, rows // 5000))
             cursor.execute(f"SET LOCAL hnsw.ef_search = {plan.ef_search}")
             cursor.execute(
                 "SELECT id, 1 - (embedding <=> %s::vector) FROM knowledge_chunk "
@@ -271,9 +272,10 @@ def keyword_query_sql() -> str:
 COMMON_LEXEME_SHARE = 0.05
 # Ranking costs a few microseconds a matching chunk (its tsvector is read), so in a large table
 # the ORed words are kept rarest first while the chunks estimated to hold any of them stay within
-# this budget: ~10k ranked chunks is ~30 ms at a million chunks (bench/search_scale.py). The
-# rarest informative word is always kept. Below ~200k chunks the 5% rule binds first.
-KEYWORD_RANK_BUDGET = 10_000
+# this budget (bench/search_scale.py: with 10,000 the keyword side took 32 ms on average at a
+# million chunks). The rarest informative word is always kept. Below ~100k chunks the 5% rule
+# binds first.
+KEYWORD_RANK_BUDGET = 5_000
 # Below this many chunks ranking every match is cheap, and frequencies from so few are noise.
 COMMON_LEXEME_MIN_ROWS = 2_000
 _LEXEME_STATS_SECONDS = 300.0

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from gateway import provider
 from knowledge.chunking import ChunkDraft, chunk_document
-from knowledge.models import Chunk, Collection, Document
+from knowledge.models import HNSW_EF_CONSTRUCTION, HNSW_M, Chunk, Collection, Document
 from knowledge.parsing import ParseError, parse_document
 
 logger = logging.getLogger(__name__)
@@ -345,25 +345,38 @@ def collection_indexes_sync() -> CollectionIndexes:
         )
         rows = cursor.fetchall()
     existing = {int(name.removeprefix(COLLECTION_INDEX_PREFIX)): valid for name, valid in rows}
-    concurrently = "" if connection.in_atomic_block else "CONCURRENTLY "
     created: list[int] = []
     dropped: list[int] = []
     for collection_id, valid in sorted(existing.items()):
         if not valid or (sizes.get(collection_id) or 0) < threshold // 2:
-            with connection.cursor() as cursor:  # an invalid index is a failed concurrent build
-                cursor.execute(f"DROP INDEX {concurrently}IF EXISTS {COLLECTION_INDEX_PREFIX}{collection_id}")
+            collection_index_drop(collection_id=collection_id)  # invalid: a failed concurrent build
             dropped.append(collection_id)
             existing.pop(collection_id)
     for collection_id, chunks in sorted(sizes.items()):
         if collection_id in existing or (chunks or 0) < threshold:
             continue
-        name = f"{COLLECTION_INDEX_PREFIX}{int(collection_id)}"
-        logger.info("building %s for %s chunks", name, chunks)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"CREATE INDEX {concurrently}IF NOT EXISTS {name} ON knowledge_chunk "
-                "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64) "
-                f"WHERE collection_id = {int(collection_id)}"
-            )
+        logger.info("building the vector index of collection %s (%s chunks)", collection_id, chunks)
+        collection_index_create(collection_id=collection_id)
         created.append(int(collection_id))
     return CollectionIndexes(created=created, dropped=dropped)
+
+
+def _concurrently() -> str:
+    # CONCURRENTLY cannot run inside a transaction block (tests run in one).
+    return "" if connection.in_atomic_block else "CONCURRENTLY "
+
+
+def collection_index_create(*, collection_id: int) -> None:
+    """The partial HNSW index of one collection, as the table's own index is built."""
+    name = f"{COLLECTION_INDEX_PREFIX}{int(collection_id)}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE INDEX {_concurrently()}IF NOT EXISTS {name} ON knowledge_chunk "
+            f"USING hnsw (embedding vector_cosine_ops) WITH (m = {HNSW_M}, "
+            f"ef_construction = {HNSW_EF_CONSTRUCTION}) WHERE collection_id = {int(collection_id)}"
+        )
+
+
+def collection_index_drop(*, collection_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX {_concurrently()}IF EXISTS {COLLECTION_INDEX_PREFIX}{int(collection_id)}")
