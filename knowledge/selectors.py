@@ -320,12 +320,13 @@ def _lexeme_statistics() -> _LexemeStats:
     return stats
 
 
-def informative_lexemes(query: str) -> list[str]:
+def informative_lexemes(query: str, readable_rows: float | None = None) -> list[str]:
     """The query's lexemes (English and language-neutral) worth ranking chunks by, rarest first.
 
-    Common ones (in more than COMMON_LEXEME_SHARE of chunks) are dropped, and in a large table
-    the rarer ones are kept only while the chunks estimated to hold any of them fit
-    KEYWORD_RANK_BUDGET. When every word is common ("what is it"), the two least common are
+    Common ones (in more than COMMON_LEXEME_SHARE of chunks) are dropped, and when many chunks
+    are readable the rarer ones are kept only while the readable chunks estimated to hold any of
+    them fit KEYWORD_RANK_BUDGET (the table's word frequencies applied to `readable_rows`, the
+    whole table by default). When every word is common ("what is it"), the two least common are
     kept so that the keyword side still has something to rank.
     """
     with connection.cursor() as cursor:
@@ -341,12 +342,13 @@ def informative_lexemes(query: str) -> list[str]:
         return stats.frequencies.get(lexeme, stats.floor)
 
     by_rarity = sorted(lexemes, key=lambda lexeme: (share(lexeme), lexeme))
+    rows = stats.rows if readable_rows is None else min(stats.rows, readable_rows)
     kept: list[str] = []
     estimated = 0.0
     for lexeme in by_rarity:
         if share(lexeme) > COMMON_LEXEME_SHARE:
             break
-        estimated += share(lexeme) * stats.rows
+        estimated += share(lexeme) * rows
         if kept and estimated > KEYWORD_RANK_BUDGET:
             break
         kept.append(lexeme)
@@ -370,7 +372,9 @@ def _ranked_matches(tsquery: str, params: dict[str, Any], limit: int) -> list[tu
         return cursor.fetchall()
 
 
-def _keyword_candidates(query: str, collection_ids: list[int], limit: int) -> list[tuple[int, float]]:
+def _keyword_candidates(
+    query: str, collection_ids: list[int], limit: int, readable_rows: int | None = None
+) -> list[tuple[int, float]]:
     """Full-text matches, best first.
 
     Typed websearch syntax (phrases, OR, exclusions) is run as written. A plain question first
@@ -383,7 +387,7 @@ def _keyword_candidates(query: str, collection_ids: list[int], limit: int) -> li
     every_word = _ranked_matches(keyword_query_sql(), {"q": query, "ids": collection_ids}, limit)
     if len(every_word) >= limit:
         return every_word
-    lexemes = informative_lexemes(query)
+    lexemes = informative_lexemes(query, readable_rows)
     if not lexemes:
         return every_word
     seen = {chunk_id for chunk_id, _ in every_word}
@@ -425,7 +429,7 @@ def search(
                 query_vector = provider.embed([query], kind="query").vectors[0]
             vector_hits = _vector_candidates(query_vector, plan, pool)
         if mode in {"hybrid", "keyword"}:
-            keyword_hits = _keyword_candidates(query, ids, pool)
+            keyword_hits = _keyword_candidates(query, ids, pool, plan.readable_rows)
     if plan_out is not None:
         plan_out.append(plan)
 

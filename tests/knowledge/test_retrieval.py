@@ -206,6 +206,15 @@ def test_in_a_large_table_words_are_kept_rarest_first_within_the_rank_budget(
     monkeypatch.setattr(selectors, "KEYWORD_RANK_BUDGET", 10_000)
     assert selectors.informative_lexemes("annual leave policy") == ["polici", "policy"]
 
+    # A reader of a twentieth of that table: the same words cost a twentieth as much.
+    assert selectors.informative_lexemes("annual leave policy", readable_rows=50_000) == [
+        "polici",
+        "policy",
+        "annual",
+        "leav",
+        "leave",
+    ]
+
     # The rarest word is kept even when it alone is over the budget.
     monkeypatch.setattr(selectors, "KEYWORD_RANK_BUDGET", 1_000)
     assert selectors.informative_lexemes("annual leave policy") == ["polici"]
