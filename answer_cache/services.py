@@ -421,6 +421,7 @@ def cache_lookup(
     query_vector: Sequence[float] | None = None,
     vector_out: list[list[float]] | None = None,
     exact_only: bool = False,
+    semantic_only: bool = False,
     readable: Sequence[int] | None = None,
 ) -> CacheHit | None:
     """An earlier answer this user may be given for `question`, or None.
@@ -434,7 +435,8 @@ def cache_lookup(
     question's embedding if the caller has one (as `query_text` builds it); a vector embedded
     here is appended to `vector_out` for reuse by retrieval. `exact_only` tries the exact text
     alone and counts no miss: the pipeline's fast path before it embeds anything, followed by a
-    full lookup when it misses. `readable` is knowledge.selectors.readable_collection_ids(user,
+    full lookup when it misses, which passes `semantic_only` to skip the exact key it already
+    tried. `readable` is knowledge.selectors.readable_collection_ids(user,
     the assistant's collections) when the caller already has it.
     """
     started = time.perf_counter()
@@ -455,7 +457,7 @@ def cache_lookup(
     if not scope.readable:
         _count(assistant, None)
         return None
-    entry = _find_exact(scope, text_hash(exact_key(question)))
+    entry = None if semantic_only else _find_exact(scope, text_hash(exact_key(question)))
     kind, similarity = "exact", 1.0
     if entry is None and exact_only:
         return None

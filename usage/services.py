@@ -203,9 +203,14 @@ def answer_account(*, answer: Any, tracker: Tracker) -> None:
 def calls_attach(*, answer: Any, tracker: Tracker) -> int:
     """Attach the tracker's calls to `answer` without adding them to its cost (an eval judging
     it); returns how many. Calls already attached elsewhere stay where they are."""
-    if not tracker.call_ids:
+    return calls_attach_ids(answer=answer, call_ids=tracker.call_ids)
+
+
+def calls_attach_ids(*, answer: Any, call_ids: list[int]) -> int:
+    """`calls_attach` for calls known by id (a task that runs after the answer is saved)."""
+    if not call_ids:
         return 0
-    return ModelCall.objects.filter(pk__in=tracker.call_ids, answer__isnull=True).update(answer=answer)
+    return ModelCall.objects.filter(pk__in=call_ids, answer__isnull=True).update(answer=answer)
 
 
 # --- rollups -------------------------------------------------------------------------------
