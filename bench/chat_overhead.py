@@ -11,6 +11,8 @@ hash of the text; chat_stream: a valid answer JSON quoting source [1], in a few 
 question goes through `services.message_send` + a full drain of `services.answer_stream`.
 
 Overhead per turn = wall time of send + drain minus the fake model's own time (microseconds).
+The answer's bookkeeping task (its calls' link and cache entry, queued after the commit) runs
+in-process after each turn's timer and is reported apart as "deferred_bookkeeping".
 Per-stage figures come from the saved Answer.latency_ms ("retrieval", "model", "total");
 "save" is the end-to-end time minus the pipeline's total (claim, lock, history, saving the
 Answer and its message, the stop checks). Questions are asked in conversations of five turns,
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import math
 import re
@@ -374,6 +377,14 @@ def main() -> int:
         wrap_timed(grounding, "check", spent, "grounding_check"),
     ]
     steps: dict[str, list[float]] = {}
+    # The answer's bookkeeping (calls' link, cache store) is a Celery task queued after the commit;
+    # no worker runs here, so each turn's is run in-process after its timer stops, and timed apart.
+    queued: list[dict[str, Any]] = []
+    deferred: list[float] = []
+    bookkeep = getattr(importlib.import_module("assistant.tasks"), "answer_bookkeep", None)
+    if bookkeep is not None:
+        bookkeep_delay = bookkeep.delay
+        bookkeep.delay = lambda **kwargs: queued.append(kwargs)
     from django.db import connection
 
     sql_log = SqlLog()
@@ -414,8 +425,14 @@ def main() -> int:
                 statements_before_last = len(sql_log.rows)
             elapsed = time.perf_counter() - started
             sql_log.on = False
+            began_deferred = time.perf_counter()
+            while queued:
+                bookkeep.apply(kwargs=queued.pop(0))
+            deferred_s = time.perf_counter() - began_deferred
             if i < WARMUP:
                 continue
+            if bookkeep is not None:
+                deferred.append(deferred_s)
             if args.sql:
                 rows = sql_log.rows
                 sql_turns.append(
@@ -457,6 +474,8 @@ def main() -> int:
     finally:
         if sql_context is not None:
             sql_context.__exit__(None, None, None)
+        if bookkeep is not None:
+            bookkeep.delay = bookkeep_delay
         for restore in undo:
             restore()
         selectors.search = original_search  # type: ignore[assignment]
@@ -492,6 +511,7 @@ def main() -> int:
         "overhead": latency_summary(overhead),
         "end_to_end": latency_summary(end_to_end),
         "first_delta": latency_summary(first_delta),
+        "deferred_bookkeeping": latency_summary(deferred) if deferred else None,
         "stages_from_answer_latency_ms": {k: latency_summary(v) for k, v in stages.items()},
         "steps": {k: latency_summary(v) for k, v in sorted(steps.items())},
         "outcomes": outcomes,

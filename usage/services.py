@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from gateway import provider
 from usage import selectors
-from usage.models import Budget, ModelCall, UsageDaily
+from usage.models import Budget, ModelCall, ModelPrice, UsageDaily
 from usage.models import Purpose as Purpose  # re-exported: callers tag work with it
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,14 @@ class Tracker:
     completion_tokens: int = 0
     cost: Decimal = Decimal(0)
     price_missing: bool = False
+    # The price table, read at the first call of this unit of work and reused by the next ones
+    # (an answer calls an embedding model and a chat model, maybe a repair or a tool round).
+    prices: dict[str, ModelPrice] | None = field(default=None, repr=False, compare=False)
+
+    def price(self, model: str) -> ModelPrice | None:
+        if self.prices is None:
+            self.prices = selectors.price_table()
+        return selectors.price_in(self.prices, model)
 
     def add(self, call: ModelCall) -> None:
         self.call_ids.append(call.pk)
@@ -157,7 +165,7 @@ def call_record(record: provider.CallRecord) -> ModelCall | None:
     if record.purpose == "health":
         return None  # /healthz probes every few seconds behind a load balancer; that is not usage
     tracker = _current.get()
-    price = selectors.price_for(record.model)
+    price = tracker.price(record.model) if tracker is not None else selectors.price_for(record.model)
     usage = record.usage
     if price is None:
         _report_missing(record.model)
