@@ -8,11 +8,14 @@ Where it is called (assistant/pipeline.py and assistant/services.py):
   guardrails, with the vector retrieval used. Only redacted questions are looked up and cached.
   A hit becomes a new Answer with `CacheHit.answer_fields()` (cache_hit=True, cached_from=the
   source answer), shown with the earlier question and its date; no model is called.
-- `cache_store(answer=..., query_vector=...)` right AFTER an Answer is saved, with the vector
-  retrieval used (it reads answer.pk, the message for the conversation history, and the
-  answer's retrieved chunks). It decides itself whether the answer may be cached, so it can be
-  called for every answer. Staff approval (the review queue) calls
-  `cache_store(answer=..., approved=True)`; a user's flag on a served copy drops the entry.
+- `cache_store(answer=..., query_vector=..., history=...)` once an Answer is saved and committed,
+  with the vector retrieval used: the assistant's `answer_bookkeep` task, queued on commit by
+  `assistant.services.answer_bookkeeping_enqueue`, so the user does not wait for it (it reads
+  answer.pk, the message for the conversation history, and the answer's retrieved chunks). It
+  decides itself whether the answer may be cached, so it can be called for every answer. The
+  full lookup after retrieval passes `semantic_only=True` when the exact key was already tried.
+  Staff approval (the review queue) calls `cache_store(answer=..., approved=True)`; a user's flag
+  on a served copy drops the entry.
 - `cache_purge()` runs from the `answer_cache.tasks.purge_answer_cache` beat task;
   `cache_invalidate(document_ids=...)` drops entries built from given documents at once.
 
@@ -408,7 +411,12 @@ def _count(assistant: Assistant, kind: str | None, entry_id: int | None = None) 
     )
     params: list[Any] = [now, entry_id] if entry_id is not None else []
     params += [timezone.localdate(now), assistant.pk, int(kind == "exact"), int(kind == "semantic")]
-    with connection.cursor() as cursor:
+    own_transaction = not connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        if own_transaction:
+            # Statistics, counted while the user waits: commit without waiting for the disk (a
+            # PostgreSQL crash within a fraction of a second could lose a count, nothing else).
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
         cursor.execute(sql, params)
 
 

@@ -583,3 +583,22 @@ def test_a_hit_becomes_a_new_answer_and_stats_count_its_savings(
     later = selectors.cache_stats(since=timezone.now() + dt.timedelta(days=2))
     assert (later.lookups, later.hits, later.hit_rate, later.saved_ms) == (0, 0, None, 0.0)
     assert CacheCounter.objects.get().lookups == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lookup_counted_in_its_own_transaction_commits_without_waiting_for_the_disk() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    assistant = assistant_services.assistant_default()
+    with CaptureQueriesContext(connection) as queries:
+        found = services.cache_lookup(
+            user=factories.user(), assistant=assistant, question="When is it due?", history=[], readable=[]
+        )
+
+    assert found is None
+    assert CacheCounter.objects.get(assistant=assistant).lookups == 1  # committed
+    assert any("synchronous_commit TO OFF" in q["sql"] for q in queries.captured_queries)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
