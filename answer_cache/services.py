@@ -36,10 +36,8 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import QuerySet
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.formats import date_format
-from pgvector.django import CosineDistance
 
 from answer_cache.models import CacheCounter, CachedAnswer
 from answer_cache.text import exact_key, normalize_question, text_hash, word_overlap
@@ -318,13 +316,20 @@ def _entries() -> QuerySet[CachedAnswer]:
 
 
 def _find_exact(scope: _Scope, digest: str) -> CachedAnswer | None:
-    """The servable entry with this question hash, loaded in one query (no embedding needed)."""
+    """The servable entry with this question hash (no embedding needed).
+
+    Every turn asks this before anything else, and it usually misses: the miss is one light
+    statement; only a hit loads the entry with its answer, prompt and assistant.
+    """
     servable, params = _servable_sql(scope)
-    ids = (
+    sql = (
         f"SELECT e.id FROM {CachedAnswer._meta.db_table} e WHERE e.question_hash = %s "  # noqa: S608
         f"AND {servable} ORDER BY e.approved DESC, e.created_at DESC LIMIT 1"
     )
-    return _entries().filter(pk__in=RawSQL(ids, [digest, *params])).first()  # noqa: S611
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [digest, *params])
+        row = cursor.fetchone()
+    return _entries().filter(pk=row[0]).first() if row else None
 
 
 def _find_nearest(
@@ -332,24 +337,29 @@ def _find_nearest(
 ) -> list[tuple[CachedAnswer, float]]:
     """Up to `limit` nearest servable entries at or above cosine `floor`, nearest first, in one query.
 
+    The entries come with what `MatchRule` needs (question, approval, age) and nothing else: the
+    one it accepts is loaded whole by `_entry_loaded`, and a miss reads no more.
+
     pgvector 0.6 filters after an HNSW scan, so with filters the index may find fewer rows; its
     default candidate list (ef_search 40) leaves the nearest few servable entries within reach
     in practice, and a miss here costs a model call, never a wrong answer.
     """
     servable, params = _servable_sql(scope)
     literal = "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
-    ids = (
-        f"SELECT e.id FROM {CachedAnswer._meta.db_table} e WHERE {servable} "  # noqa: S608
-        "ORDER BY e.embedding <=> %s::vector LIMIT %s"
+    sql = (
+        "SELECT e.id, e.answer_id, e.question, e.approved, e.created_at, "  # noqa: S608
+        f"e.embedding <=> %s::vector AS distance FROM {CachedAnswer._meta.db_table} e "
+        f"WHERE {servable} ORDER BY distance LIMIT %s"
     )
-    entries = (
-        _entries()
-        .filter(pk__in=RawSQL(ids, [*params, literal, max(1, limit)]))  # noqa: S611
-        .annotate(distance=CosineDistance("embedding", list(vector)))
-        .order_by("distance", "-approved", "-created_at")
-    )
-    found = [(entry, 1.0 - float(entry.distance)) for entry in entries]
+    rows = CachedAnswer.objects.raw(sql, [literal, *params, max(1, limit)])  # noqa: S611
+    found = [(entry, 1.0 - float(entry.distance)) for entry in rows]  # type: ignore[attr-defined]
+    found.sort(key=lambda pair: (-pair[1], not pair[0].approved, -pair[0].created_at.timestamp()))
     return [(entry, similarity) for entry, similarity in found if similarity >= floor]
+
+
+def _entry_loaded(entry: CachedAnswer) -> CachedAnswer | None:
+    """The entry with its answer, prompt and assistant (None if it was deleted meanwhile)."""
+    return _entries().filter(pk=entry.pk).first()
 
 
 @dataclass(frozen=True)
@@ -484,7 +494,7 @@ def cache_lookup(
         rule = MatchRule.from_settings()
         found = rule.choose(question, _find_nearest(scope, vector, floor=rule.floor, limit=rule.candidates))
         if found is not None:
-            entry, similarity = found
+            entry, similarity = _entry_loaded(found[0]), found[1]
     if entry is None:
         _count(assistant, None)
         return None

@@ -602,3 +602,24 @@ def test_a_lookup_counted_in_its_own_transaction_commits_without_waiting_for_the
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == "on"
+
+
+def test_a_miss_reads_no_entry_and_a_hit_comes_with_its_answer(
+    settings: Any, assistant: Assistant, owner: Any, member: Any, expenses: Document
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    settings.ANSWER_CACHE_SIMILARITY, settings.ANSWER_CACHE_SIMILARITY_FLOOR = 0.99, 0.99
+
+    with CaptureQueriesContext(connection) as queries:
+        assert lookup(member, assistant, "Who approves the expense reports for travel abroad?") is None
+    # The exact key and the nearest candidates are read light; no entry is loaded with its answer.
+    assert not any('"assistant_answer"' in q["sql"] and "JOIN" in q["sql"] for q in queries.captured_queries)
+
+    hit = lookup(member, assistant)
+    assert hit is not None and hit.kind == "exact" and hit.answer.prompt_id == assistant.prompt_id
+    with CaptureQueriesContext(connection) as queries:
+        assert hit.entry.answer.assistant.pk == assistant.pk and hit.answer.prompt.name
+    assert queries.captured_queries == []  # loaded with the hit
