@@ -886,8 +886,8 @@ def answer_events(
     # checks when it was first asked. Not a message with personal data in it, whose redacted form
     # may match: the input checks decide what happens to it (rewrite, block) under pii_action.
     personal = rules.pii and (bool(pii.find(original, rules.pii_kinds)) or redacted != original)
-    hit = None if replaying or personal else _cache_lookup(turn, exact_only=True)
     turn.exact_tried = not (replaying or personal)
+    hit = _cache_lookup(turn, exact_only=True) if turn.exact_tried else None
     if hit is not None:
         yield from _answer_from_cache(turn, hit, began)
         return
@@ -1063,6 +1063,8 @@ def _cache_lookup(turn: Turn, *, exact_only: bool) -> answer_cache.CacheHit | No
         )
     except Exception:
         logger.exception("answer cache lookup failed; answering without it")
+        if exact_only:
+            turn.exact_tried = False  # the full lookup tries the exact key again
         return None
 
 

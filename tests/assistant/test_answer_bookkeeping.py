@@ -234,3 +234,26 @@ def test_a_chunk_is_checked_for_injection_once_per_process(
     assert [c["action"] for c in second.guardrails["chunks"]] == [
         c["action"] for c in first.guardrails["chunks"]
     ]
+
+
+def test_after_a_failed_fast_path_the_full_lookup_tries_the_exact_key_again(
+    assistant: Assistant,
+    policy: Document,
+    member: Any,
+    fake_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_provider.replies = [GOOD]
+    exact: list[str] = []
+    real = answer_cache._find_exact
+
+    def once_broken(scope: Any, digest: str) -> Any:
+        exact.append(digest)
+        if len(exact) == 1:
+            raise RuntimeError("connection reset")
+        return real(scope, digest)
+
+    monkeypatch.setattr(answer_cache, "_find_exact", once_broken)
+    answer = services.answer_complete(message=pending_for(member)).answer
+
+    assert answer.grounded and len(exact) == 2
