@@ -8,11 +8,14 @@ Where it is called (assistant/pipeline.py and assistant/services.py):
   guardrails, with the vector retrieval used. Only redacted questions are looked up and cached.
   A hit becomes a new Answer with `CacheHit.answer_fields()` (cache_hit=True, cached_from=the
   source answer), shown with the earlier question and its date; no model is called.
-- `cache_store(answer=..., query_vector=...)` right AFTER an Answer is saved, with the vector
-  retrieval used (it reads answer.pk, the message for the conversation history, and the
-  answer's retrieved chunks). It decides itself whether the answer may be cached, so it can be
-  called for every answer. Staff approval (the review queue) calls
-  `cache_store(answer=..., approved=True)`; a user's flag on a served copy drops the entry.
+- `cache_store(answer=..., query_vector=..., history=...)` once an Answer is saved and committed,
+  with the vector retrieval used: the assistant's `answer_bookkeep` task, queued on commit by
+  `assistant.services.answer_bookkeeping_enqueue`, so the user does not wait for it (it reads
+  answer.pk, the message for the conversation history, and the answer's retrieved chunks). It
+  decides itself whether the answer may be cached, so it can be called for every answer. The
+  full lookup after retrieval passes `semantic_only=True` when the exact key was already tried.
+  Staff approval (the review queue) calls `cache_store(answer=..., approved=True)`; a user's flag
+  on a served copy drops the entry.
 - `cache_purge()` runs from the `answer_cache.tasks.purge_answer_cache` beat task;
   `cache_invalidate(document_ids=...)` drops entries built from given documents at once.
 
@@ -323,48 +326,59 @@ class Candidate:
 
 
 def _candidates_sql(
-    scope: _Scope, digest: str, vector: Sequence[float] | None, *, floor: float, limit: int
+    scope: _Scope, digest: str | None, vector: Sequence[float] | None, *, floor: float, limit: int
 ) -> tuple[str, list[Any]]:
     """One statement for every candidate of a lookup (see `_candidates`); only our own table
     names are formatted into it, every value is a parameter."""
     table = CachedAnswer._meta.db_table
     servable, params = _servable_sql(scope)
-    sql = (
-        f"(SELECT e.id, e.question, TRUE, 1.0::float8 FROM {table} e "  # noqa: S608
-        f"WHERE e.question_hash = %s AND {servable} ORDER BY e.approved DESC, e.created_at DESC LIMIT 1)"
-    )
-    values: list[Any] = [digest, *params]
+    branches: list[str] = []
+    values: list[Any] = []
+    if digest is not None:
+        branches.append(
+            f"(SELECT e.id, e.question, TRUE, 1.0::float8 FROM {table} e "  # noqa: S608
+            f"WHERE e.question_hash = %s AND {servable} ORDER BY e.approved DESC, e.created_at DESC LIMIT 1)"
+        )
+        values += [digest, *params]
     if vector is not None:
         literal = "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
         # The distance test comes first among the conditions (the servable checks are subqueries,
         # the planner runs them last), so the chunk and flag checks run only for entries near
         # enough to be served; with the HNSW index the scan also stops at `limit` rows.
-        sql += (
-            f" UNION ALL (SELECT e.id, e.question, FALSE, 1 - (e.embedding <=> %s::vector) "  # noqa: S608
+        branches.append(
+            f"(SELECT e.id, e.question, FALSE, 1 - (e.embedding <=> %s::vector) "  # noqa: S608
             f"FROM {table} e WHERE (e.embedding <=> %s::vector) <= %s AND {servable} "
             "ORDER BY e.embedding <=> %s::vector, e.approved DESC, e.created_at DESC LIMIT %s)"
         )
         values += [literal, literal, 1.0 - floor, *params, literal, max(1, limit)]
-    return sql, values
+    return " UNION ALL ".join(branches), values
 
 
 def _candidates(
-    scope: _Scope, digest: str, vector: Sequence[float] | None, *, floor: float, limit: int
+    scope: _Scope, digest: str | None, vector: Sequence[float] | None, *, floor: float, limit: int
 ) -> list[Candidate]:
     """In one statement: the servable entry whose question hash is `digest` (the newest approved
     one first), then, given the question's vector, up to `limit` nearest servable entries at
     or above cosine `floor`, nearest first. Only ids and questions are read: the entry that is
-    served is loaded by `_load`.
+    served is loaded by `_load`, and a miss reads no more.
 
     pgvector 0.6 filters after an HNSW scan, so with filters the index may find fewer rows; its
     default candidate list (ef_search 40) leaves the nearest few servable entries within reach
     in practice, and a miss here costs a model call, never a wrong answer.
     """
+    if digest is None and vector is None:
+        return []
     sql, params = _candidates_sql(scope, digest, vector, floor=floor, limit=limit)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     return [Candidate(int(pk), str(question), bool(exact), float(sim)) for pk, question, exact, sim in rows]
+
+
+def _find_exact(scope: _Scope, digest: str) -> Candidate | None:
+    """The servable entry whose question hash is `digest`: one light statement, no embedding."""
+    found = _candidates(scope, digest, None, floor=1.0, limit=0)
+    return found[0] if found else None
 
 
 def _load(entry_id: int) -> CachedAnswer | None:
@@ -431,7 +445,12 @@ def _count(assistant: Assistant, kind: str | None, entry_id: int | None = None) 
     )
     params: list[Any] = [now, entry_id] if entry_id is not None else []
     params += [timezone.localdate(now), assistant.pk, int(kind == "exact"), int(kind == "semantic")]
-    with connection.cursor() as cursor:
+    own_transaction = not connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        if own_transaction:
+            # Statistics, counted while the user waits: commit without waiting for the disk (a
+            # PostgreSQL crash within a fraction of a second could lose a count, nothing else).
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
         cursor.execute(sql, params)
 
 
@@ -444,6 +463,7 @@ def cache_lookup(
     query_vector: Sequence[float] | None = None,
     vector_out: list[list[float]] | None = None,
     exact_only: bool = False,
+    semantic_only: bool = False,
     readable: Sequence[int] | None = None,
 ) -> CacheHit | None:
     """An earlier answer this user may be given for `question`, or None.
@@ -457,7 +477,8 @@ def cache_lookup(
     question's embedding if the caller has one (as `query_text` builds it); a vector embedded
     here is appended to `vector_out` for reuse by retrieval. `exact_only` tries the exact text
     alone and counts no miss: the pipeline's fast path before it embeds anything, followed by a
-    full lookup when it misses. `readable` is knowledge.selectors.readable_collection_ids(user,
+    full lookup when it misses, which passes `semantic_only` to skip the exact key it already
+    tried. `readable` is knowledge.selectors.readable_collection_ids(user,
     the assistant's collections) when the caller already has it.
     """
     started = time.perf_counter()
@@ -478,14 +499,17 @@ def cache_lookup(
     if not scope.readable:
         _count(assistant, None)
         return None
-    digest = text_hash(exact_key(question))
     rule = MatchRule.from_settings()
-    vector = None if exact_only else query_vector
     found: Candidate | None = None
-    if vector is None:
+    digest = None if semantic_only else text_hash(exact_key(question))
+    if digest is not None and (query_vector is None or exact_only):
         # The exact key first, so an exact hit never waits for an embedding.
-        found = rule.choose(question, _candidates(scope, digest, None, floor=1.0, limit=0))
-        if found is None and not exact_only:
+        found, digest = _find_exact(scope, digest), None
+        if found is None and exact_only:
+            return None
+    if found is None:
+        vector = query_vector
+        if vector is None:
             try:
                 vector = _embed(question, history)
             except provider.ProviderError as exc:
@@ -494,13 +518,12 @@ def cache_lookup(
                 return None
             if vector_out is not None:
                 vector_out.append(list(vector))
-    if found is None and vector is not None:
+        # With the vector at hand, the exact key (unless already tried) and the nearest together.
         candidates = _candidates(scope, digest, vector, floor=rule.floor, limit=rule.candidates)
         found = rule.choose(question, candidates)
     entry = _load(found.entry_id) if found is not None else None
     if entry is None or found is None:
-        if not exact_only:
-            _count(assistant, None)
+        _count(assistant, None)
         return None
     kind, similarity = ("exact", 1.0) if found.exact else ("semantic", found.similarity)
     _count(assistant, kind, entry.pk)

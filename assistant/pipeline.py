@@ -7,6 +7,7 @@ other caller (the API, the CLI, evals, replays) drains it with `run_to_answer`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -195,7 +196,13 @@ class Turn:
     query_vector: list[float] | None = None  # the question's embedding (input checks, retrieval)
     retrieval_vector: list[float] | None = None  # what retrieval searched for (see _retrieval_vector)
     readable: list[int] | None = None  # collections the user may read within the assistant's, once a turn
+    exact_tried: bool = False  # the answer cache's exact key was looked up before embedding
     decision: Decision | None = None  # which model answers, and why (routing)
+
+    @functools.cached_property
+    def scope(self) -> list[int] | None:
+        """The assistant's collections (None: all of them), read once a turn."""
+        return _collections(self.assistant)
 
     def routed(self, decision: Decision) -> None:
         """Record the routing decision; the model it names answers from here on."""
@@ -271,7 +278,7 @@ def _retrieval_vector(turn: Turn) -> list[float]:
 def _readable(turn: Turn) -> list[int]:
     """The collections the user may read within the assistant's scope, asked once per turn."""
     if turn.readable is None:
-        turn.readable = knowledge.readable_collection_ids(turn.user, _collections(turn.assistant))
+        turn.readable = knowledge.readable_collection_ids(turn.user, turn.scope)
     return turn.readable
 
 
@@ -282,12 +289,17 @@ def _retrieve(turn: Turn) -> None:
         turn.user,
         query,
         turn.assistant.top_k,
-        _collections(turn.assistant),
+        turn.scope,
         query_vector=_retrieval_vector(turn),
         readable_ids=_readable(turn),
     )
     turn.sources = _guard_sources(turn, _sources_from_hits(hits, 1))
     turn.latency["retrieval"] = round((time.perf_counter() - started) * 1000, 1)
+
+
+# check_chunk is a pure function of the text (rules only, ~1-6 ms a chunk), and the same chunks
+# come back turn after turn: its verdicts are kept per process, by text.
+_chunk_verdict = functools.lru_cache(maxsize=1024)(check_chunk)
 
 
 def _guard_sources(turn: Turn, sources: list[Source]) -> list[Source]:
@@ -300,7 +312,7 @@ def _guard_sources(turn: Turn, sources: list[Source]) -> list[Source]:
         return sources
     for source in sources:
         started = time.perf_counter()
-        verdict = check_chunk(source.text)
+        verdict = _chunk_verdict(source.text)
         if verdict.is_injection:
             source.text = verdict.neutralised_text
             source.quarantined = True
@@ -517,7 +529,7 @@ def _run_tool(turn: Turn, name: str, arguments: dict[str, Any]) -> str:
     if name == "search_knowledge":
         query = str(arguments.get("query", "")).strip()[:500]
         collection = str(arguments.get("collection", "") or "").strip()
-        scope = _collections(turn.assistant)
+        scope = turn.scope
         wanted: list[int] | None = scope
         if collection:
             # A collection the model names narrows the search; it never widens the assistant's scope.
@@ -874,7 +886,8 @@ def answer_events(
     # checks when it was first asked. Not a message with personal data in it, whose redacted form
     # may match: the input checks decide what happens to it (rewrite, block) under pii_action.
     personal = rules.pii and (bool(pii.find(original, rules.pii_kinds)) or redacted != original)
-    hit = None if replaying or personal else _cache_lookup(turn, exact_only=True)
+    turn.exact_tried = not (replaying or personal)
+    hit = _cache_lookup(turn, exact_only=True) if turn.exact_tried else None
     if hit is not None:
         yield from _answer_from_cache(turn, hit, began)
         return
@@ -1044,10 +1057,14 @@ def _cache_lookup(turn: Turn, *, exact_only: bool) -> answer_cache.CacheHit | No
             history=turn.history,
             query_vector=None if exact_only else _retrieval_vector(turn),
             exact_only=exact_only,
+            # The exact key missed before embedding: the full lookup only needs the nearest ones.
+            semantic_only=turn.exact_tried and not exact_only,
             readable=_readable(turn),
         )
     except Exception:
         logger.exception("answer cache lookup failed; answering without it")
+        if exact_only:
+            turn.exact_tried = False  # the full lookup tries the exact key again
         return None
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.utils import timezone
@@ -161,6 +162,11 @@ class _ConversationLock:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [4242, self.key])
 
 
+_TURN_MESSAGES = Message.objects.select_related(
+    "reply_to", "conversation__user", "conversation__assistant__prompt"
+)
+
+
 def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
     """Fill in a pending assistant message, yielding pipeline events as the answer is made.
 
@@ -172,7 +178,9 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
     )
     if not claimed:
         return
-    message.refresh_from_db()
+    # One query for everything the turn reads of its message: the question, the conversation, its
+    # user, and the assistant with its prompt (lazy loads would be five more).
+    message.refresh_from_db(from_queryset=_TURN_MESSAGES)
     conversation = message.conversation
     try:
         usage.budget_check(user=conversation.user)  # before any model call, read fresh each time
@@ -244,39 +252,95 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
         lock.__exit__()
 
 
-@transaction.atomic
 def _answer_save(*, message: Message, done: pipeline.Done, tracker: usage.Tracker | None = None) -> bool:
-    """Attach the finished answer to its message; False when the user stopped it meanwhile."""
+    """Attach the finished answer to its message; False when the user stopped it meanwhile.
+
+    The answer is saved complete (text, trace, cost, automatic flags) in one transaction; the
+    bookkeeping nobody waits for (attaching its model calls, the cache entry) is queued for
+    after the commit (`answer_bookkeeping_enqueue`).
+    """
     answer = done.answer
-    completed = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(
-        content=answer.text, status=Message.Status.COMPLETE
-    )
-    if not completed:
-        return False
-    answer.message = message
-    answer.save()
-    if tracker is not None:
-        usage.answer_account(answer=answer, tracker=tracker)
-    _flag_automatically(answer)
-    _remember(answer, done.query_vector, done.history)
+    with transaction.atomic():
+        completed = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(
+            content=answer.text, status=Message.Status.COMPLETE
+        )
+        if not completed:
+            return False
+        answer.message = message
+        _save_with_flags(answer, tracker)
+        answer_bookkeeping_enqueue(
+            answer=answer, tracker=tracker, query_vector=done.query_vector, history=done.history
+        )
     return True
 
 
-def _remember(
-    answer: Answer, query_vector: list[float] | None, history: list[tuple[str, str]] | None
-) -> None:
-    """Offer the answer to the semantic cache, which keeps only grounded, unflagged ones.
+def _save_with_flags(answer: Answer, tracker: usage.Tracker | None) -> None:
+    """Insert the answer with its cost (known once its model calls are done), then its flags."""
+    if tracker is not None:
+        answer.cost_usd = tracker.cost_usd
+    answer.save()
+    _flag_automatically(answer)
 
-    It is stored under what the pipeline searched for: the redacted history and the retrieval
-    vector (so nothing is embedded again, and nothing personal reaches the cache). A cache that
-    fails must not lose the answer the user already has: the error is logged.
+
+def answer_bookkeeping_enqueue(
+    *,
+    answer: Answer,
+    tracker: usage.Tracker | None,
+    query_vector: list[float] | None,
+    history: list[tuple[str, str]] | None,
+) -> None:
+    """Once the answer is committed, queue `answer_bookkeeping` (assistant.tasks.answer_bookkeep).
+
+    The user has the answer by then; this is work they need not wait for. When the broker
+    cannot take the task, it is done here and now instead, so nothing is lost.
     """
-    if answer.cache_hit:
-        return
-    try:
-        answer_cache.cache_store(answer=answer, query_vector=query_vector, history=history)
-    except Exception:
-        logger.exception("could not cache answer %s", answer.pk)
+    call_ids = list(tracker.call_ids) if tracker is not None else []
+    if not call_ids and (answer.cache_hit or not settings.ANSWER_CACHE_ENABLED):
+        return  # nothing to attach, nothing to cache
+    arguments: dict[str, Any] = {
+        "answer_id": answer.pk,
+        "call_ids": call_ids,
+        "query_vector": [float(x) for x in query_vector] if query_vector is not None else None,
+        "history": [[q, a] for q, a in history] if history is not None else None,
+    }
+
+    def enqueue() -> None:
+        from assistant.tasks import answer_bookkeep
+
+        try:
+            answer_bookkeep.delay(**arguments)
+        except Exception:
+            logger.exception("could not queue the bookkeeping of answer %s; doing it now", answer.pk)
+            try:
+                answer_bookkeeping(answer=answer, **{k: v for k, v in arguments.items() if k != "answer_id"})
+            except Exception:
+                logger.exception("bookkeeping of answer %s failed", answer.pk)
+
+    transaction.on_commit(enqueue)
+
+
+def answer_bookkeeping(
+    *,
+    answer: Answer,
+    call_ids: list[int],
+    query_vector: list[float] | None,
+    history: list[list[str]] | list[tuple[str, str]] | None,
+) -> None:
+    """After an answer is saved: its model calls attached to it, and the answer offered to the cache.
+
+    Idempotent: calls already attached stay where they are, and storing an answer again only
+    refreshes its cache entry. The cache keeps only grounded, unflagged answers, stored under what
+    the pipeline searched for: the redacted history and the retrieval vector (so nothing is
+    embedded again, and nothing personal reaches the cache).
+    """
+    if call_ids:
+        usage.calls_attach_ids(answer=answer, call_ids=call_ids)
+    if not answer.cache_hit:
+        answer_cache.cache_store(
+            answer=answer,
+            query_vector=query_vector,
+            history=[(q, a) for q, a in history] if history is not None else None,
+        )
 
 
 def _flag_automatically(answer: Answer) -> None:
@@ -411,14 +475,12 @@ def answer_save(
 ) -> Answer:
     """Save an answer made outside a chat message (API, CLI), flagging it when it needs review.
 
-    With `tracker`, the answer's cost is set and its model calls are attached to it;
-    `query_vector` and `history` (from the pipeline's Done) let the cache store it as searched.
+    With `tracker`, the answer's cost is set and, once it is committed, its model calls are
+    attached to it; `query_vector` and `history` (from the pipeline's Done) let the cache store
+    it as searched, also after the commit (`answer_bookkeeping_enqueue`).
     """
-    answer.save()
-    if tracker is not None:
-        usage.answer_account(answer=answer, tracker=tracker)
-    _flag_automatically(answer)
-    _remember(answer, query_vector, history)
+    _save_with_flags(answer, tracker)
+    answer_bookkeeping_enqueue(answer=answer, tracker=tracker, query_vector=query_vector, history=history)
     return answer
 
 

@@ -1,6 +1,6 @@
 """What the app adds to a chat turn beyond the model's own time, with an instant fake model.
 
-    python bench/chat_overhead.py [--rows 10000] [--questions 100] [--keep] [--reuse] [--out FILE]
+    python bench/chat_overhead.py [--rows 10000] [--questions 100] [--keep] [--reuse] [--sql] [--out FILE]
 
 Loads synthetic chunks (clustered 384-d vectors, text from search_scale.py's vocabulary) by
 binary COPY into one collection, `bench-overhead`, under one READY Document whose chunk_count
@@ -11,16 +11,23 @@ hash of the text; chat_stream: a valid answer JSON quoting source [1], in a few 
 question goes through `services.message_send` + a full drain of `services.answer_stream`.
 
 Overhead per turn = wall time of send + drain minus the fake model's own time (microseconds).
+The answer's bookkeeping task (its calls' link and cache entry, queued after the commit) runs
+in-process after each turn's timer and is reported apart as "deferred_bookkeeping".
 Per-stage figures come from the saved Answer.latency_ms ("retrieval", "model", "total");
 "save" is the end-to-end time minus the pipeline's total (claim, lock, history, saving the
 Answer and its message, the stop checks). Questions are asked in conversations of five turns,
 so history lookup and follow-up retrieval queries are part of the figure.
+
+`--sql` also counts the SQL statements of each measured turn (connection.execute_wrapper) with
+their time, grouped by statement shape, split into those before the last event reached the
+caller and those after it (work the user does not wait for).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import math
 import re
@@ -44,6 +51,7 @@ from bench.common import (  # noqa: E402
 )
 
 COLLECTION = "bench-overhead"
+SQL_SHAPE = re.compile(r"'[^']*'|\"s\d+_x\d+\"|\b\d+(\.\d+)?\b|\[[^\]]*\]")
 TURNS_PER_CONVERSATION = 5
 WARMUP = 10
 TARGET_P95_MS = 100.0
@@ -84,7 +92,23 @@ class FakeModel:
             latency_ms=0.0,
         )
         self.seconds += time.perf_counter() - started
+        self._notify("embed", result.model, result.usage)
         return result
+
+    @staticmethod
+    def _notify(kind: str, model: str, usage: Any) -> None:
+        """Tell the provider's listeners, as the real calls do: cost accounting is app overhead."""
+        from gateway import provider
+
+        provider.notify(
+            provider.CallRecord(
+                kind=kind,  # type: ignore[arg-type]
+                model=model,
+                purpose=provider.current_purpose(),
+                usage=usage,
+                latency_ms=0.0,
+            )
+        )
 
     @staticmethod
     def _content(messages: Sequence[dict[str, Any]]) -> str:
@@ -121,6 +145,7 @@ class FakeModel:
         self.calls["chat"] += 1
         result = self._result(self._content(messages))
         self.seconds += time.perf_counter() - started
+        self._notify("chat", result.model, result.usage)
         return result
 
     def chat_stream(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> Iterator[Any]:
@@ -135,7 +160,30 @@ class FakeModel:
         self.seconds += time.perf_counter() - started
         for piece in pieces:
             yield provider.StreamDelta(piece)
+        self._notify("chat_stream", result.model, result.usage)
         yield result
+
+
+class SqlLog:
+    """connection.execute_wrapper: every statement's shape and wall time, while `on`."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.rows: list[tuple[str, float]] = []
+
+    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if not self.on:
+            return execute(sql, params, many, context)
+        started = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self.rows.append((self.shape(sql), time.perf_counter() - started))
+
+    @staticmethod
+    def shape(sql: str) -> str:
+        text = " ".join(SQL_SHAPE.sub("?", sql).split())
+        return text[:110]
 
 
 def load(rows: int, words: int, seed: int, timings: dict[str, Any]) -> Any:
@@ -228,6 +276,31 @@ def questions(n: int, seed: int) -> list[str]:
     return out
 
 
+def _counts(values: list[int]) -> dict[str, float]:
+    return {"p50": percentile(values, 50), "p95": percentile(values, 95), "max": max(values, default=0)}
+
+
+def _sql_summary(turns: list[dict[str, Any]], shapes: dict[str, list[float]]) -> dict[str, Any]:
+    n = max(1, len(turns))
+    return {
+        "statements_per_turn": _counts([t["statements"] for t in turns]),
+        "statements_before_last_event_per_turn": _counts([t["before_last_event"] for t in turns]),
+        "sql_time_per_turn": latency_summary([t["seconds"] for t in turns]),
+        "sql_time_before_last_event_per_turn": latency_summary(
+            [t["seconds_before_last_event"] for t in turns]
+        ),
+        "by_shape": [
+            {
+                "per_turn": round(len(times) / n, 2),
+                "ms_per_turn": round(sum(times) * 1000 / n, 2),
+                "p50_ms": round(percentile([t * 1000 for t in times], 50), 2),
+                "sql": shape,
+            }
+            for shape, times in sorted(shapes.items(), key=lambda kv: -sum(kv[1]))
+        ],
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -237,6 +310,7 @@ def main() -> int:
     parser.add_argument("--words", type=int, default=120)
     parser.add_argument("--reuse", action="store_true", help="keep already-loaded rows of the same size")
     parser.add_argument("--keep", action="store_true", help="do not delete the rows at the end")
+    parser.add_argument("--sql", action="store_true", help="count and time the SQL statements per turn")
     parser.add_argument("--out")
     args = parser.parse_args()
     setup_django()
@@ -303,6 +377,22 @@ def main() -> int:
         wrap_timed(grounding, "check", spent, "grounding_check"),
     ]
     steps: dict[str, list[float]] = {}
+    # The answer's bookkeeping (calls' link, cache store) is a Celery task queued after the commit;
+    # no worker runs here, so each turn's is run in-process after its timer stops, and timed apart.
+    queued: list[dict[str, Any]] = []
+    deferred: list[float] = []
+    bookkeep = getattr(importlib.import_module("assistant.tasks"), "answer_bookkeep", None)
+    if bookkeep is not None:
+        bookkeep_delay = bookkeep.delay
+        bookkeep.delay = lambda **kwargs: queued.append(kwargs)
+    from django.db import connection
+
+    sql_log = SqlLog()
+    sql_turns: list[dict[str, Any]] = []
+    sql_shapes: dict[str, list[float]] = {}
+    sql_context = connection.execute_wrapper(sql_log) if args.sql else None
+    if sql_context is not None:
+        sql_context.__enter__()
 
     asked = questions(WARMUP + args.questions, SEED)
     end_to_end: list[float] = []
@@ -320,18 +410,41 @@ def main() -> int:
             assert conversation is not None
             fake_before = fake.seconds
             spent_before = dict(spent)
+            sql_log.rows, sql_log.on = [], args.sql
             started = time.perf_counter()
             _, pending = services.message_send(conversation=conversation, text=question)
             first: float | None = None
             failed = False
-            for event in services.answer_stream(message=pending):
+            stream = services.answer_stream(message=pending)
+            statements_before_last = 0
+            for event in stream:
                 if first is None and type(event).__name__ == "Delta":
                     first = time.perf_counter() - started
                 if isinstance(event, services.Failed):
                     failed = True
+                statements_before_last = len(sql_log.rows)
             elapsed = time.perf_counter() - started
+            sql_log.on = False
+            began_deferred = time.perf_counter()
+            while queued:
+                bookkeep.apply(kwargs=queued.pop(0))
+            deferred_s = time.perf_counter() - began_deferred
             if i < WARMUP:
                 continue
+            if bookkeep is not None:
+                deferred.append(deferred_s)
+            if args.sql:
+                rows = sql_log.rows
+                sql_turns.append(
+                    {
+                        "statements": len(rows),
+                        "seconds": sum(t for _, t in rows),
+                        "before_last_event": statements_before_last,
+                        "seconds_before_last_event": sum(t for _, t in rows[:statements_before_last]),
+                    }
+                )
+                for shape, seconds in rows:
+                    sql_shapes.setdefault(shape, []).append(seconds)
             if failed:
                 outcomes["failed"] += 1
                 continue
@@ -348,6 +461,9 @@ def main() -> int:
             stages["model"].append(latency.get("model", 0.0) / 1000)
             stages["total"].append(latency.get("total", 0.0) / 1000)
             stages["save"].append(elapsed - latency.get("total", 0.0) / 1000)
+            for key, value in latency.items():
+                if key not in stages and isinstance(value, int | float):
+                    stages.setdefault(f"answer.{key}", []).append(value / 1000)
             outcomes["grounded"] += int(bool(answer.grounded))
             outcomes["flagged"] += int(answer.flagged)
             outcomes["abstained"] += int(answer.abstained)
@@ -356,6 +472,10 @@ def main() -> int:
             if done % 20 == 0:
                 log(f"{done}/{args.questions} questions; p50 so far {percentile(overhead, 50) * 1000:.1f} ms")
     finally:
+        if sql_context is not None:
+            sql_context.__exit__(None, None, None)
+        if bookkeep is not None:
+            bookkeep.delay = bookkeep_delay
         for restore in undo:
             restore()
         selectors.search = original_search  # type: ignore[assignment]
@@ -391,9 +511,11 @@ def main() -> int:
         "overhead": latency_summary(overhead),
         "end_to_end": latency_summary(end_to_end),
         "first_delta": latency_summary(first_delta),
+        "deferred_bookkeeping": latency_summary(deferred) if deferred else None,
         "stages_from_answer_latency_ms": {k: latency_summary(v) for k, v in stages.items()},
         "steps": {k: latency_summary(v) for k, v in sorted(steps.items())},
         "outcomes": outcomes,
+        "sql": _sql_summary(sql_turns, sql_shapes) if args.sql else None,
         "target_p95_ms": TARGET_P95_MS,
         "target_met": bool(p95 <= TARGET_P95_MS),
         "environment": environment(),

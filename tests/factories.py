@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from django.contrib.auth.models import Group, User
 from django.core.files.base import ContentFile
+from django.test import TestCase
 
 from knowledge.models import Collection, Document
 from knowledge.services import collection_create, document_ingest, document_upload
 
 _counter = itertools.count(1)
+
+
+def committed() -> AbstractContextManager[list[Callable[[], Any]]]:
+    """Run the `transaction.on_commit` work queued inside the block when it ends, as a real commit
+    would (a test runs inside one transaction that never commits): e.g. an answer's bookkeeping."""
+    return TestCase.captureOnCommitCallbacks(execute=True)
 
 
 def user(*, username: str | None = None, staff: bool = False, superuser: bool = False, **extra: Any) -> User:

@@ -19,7 +19,8 @@ from usage.models import Budget, ModelCall, ModelPrice, UsageDaily
 def price_for(model: str) -> ModelPrice | None:
     """The model's price: its own row, or the longest priced name it starts with (a dated snapshot).
 
-    Read on every call (one indexed query), so an edit in the admin applies at once.
+    Read on every call (one indexed query), so an edit in the admin applies at once. Calls made
+    under a usage Tracker (one answer) read the whole table once instead (`Tracker.price`).
     """
     exact = ModelPrice.objects.filter(model=model).first()
     if exact is not None:
@@ -28,6 +29,20 @@ def price_for(model: str) -> ModelPrice | None:
     if not prefixes:
         return None
     return ModelPrice.objects.get(model=max(prefixes, key=len))
+
+
+def price_table() -> dict[str, ModelPrice]:
+    """Every price by model name, in one query (a unit of work reads it once; see price_in)."""
+    return {price.model: price for price in ModelPrice.objects.all()}
+
+
+def price_in(table: dict[str, ModelPrice], model: str) -> ModelPrice | None:
+    """`price_for` against a table read with `price_table`: the same rule, no query."""
+    exact = table.get(model)
+    if exact is not None:
+        return exact
+    prefixes = [name for name in table if model.startswith(name)]
+    return table[max(prefixes, key=len)] if prefixes else None
 
 
 def configured_models() -> list[str]:

@@ -12,13 +12,13 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from gateway import provider
 from usage import selectors
-from usage.models import Budget, ModelCall, UsageDaily
+from usage.models import Budget, ModelCall, ModelPrice, UsageDaily
 from usage.models import Purpose as Purpose  # re-exported: callers tag work with it
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,14 @@ class Tracker:
     completion_tokens: int = 0
     cost: Decimal = Decimal(0)
     price_missing: bool = False
+    # The price table, read at the first call of this unit of work and reused by the next ones
+    # (an answer calls an embedding model and a chat model, maybe a repair or a tool round).
+    prices: dict[str, ModelPrice] | None = field(default=None, repr=False, compare=False)
+
+    def price(self, model: str) -> ModelPrice | None:
+        if self.prices is None:
+            self.prices = selectors.price_table()
+        return selectors.price_in(self.prices, model)
 
     def add(self, call: ModelCall) -> None:
         self.call_ids.append(call.pk)
@@ -157,7 +165,7 @@ def call_record(record: provider.CallRecord) -> ModelCall | None:
     if record.purpose == "health":
         return None  # /healthz probes every few seconds behind a load balancer; that is not usage
     tracker = _current.get()
-    price = selectors.price_for(record.model)
+    price = tracker.price(record.model) if tracker is not None else selectors.price_for(record.model)
     usage = record.usage
     if price is None:
         _report_missing(record.model)
@@ -169,7 +177,10 @@ def call_record(record: provider.CallRecord) -> ModelCall | None:
             completion_tokens=usage.completion_tokens,
         )
     try:
+        own_transaction = not connection.in_atomic_block
         with transaction.atomic():  # a savepoint: a failure here leaves the caller's transaction usable
+            if own_transaction:
+                _commit_without_waiting()
             call = ModelCall.objects.create(
                 user_id=_user_id(tracker.user) if tracker else None,
                 model=record.model[:100],
@@ -193,6 +204,19 @@ def call_record(record: provider.CallRecord) -> ModelCall | None:
     return call
 
 
+def _commit_without_waiting() -> None:
+    """Let the current transaction (a call record's own) commit without waiting for the WAL flush.
+
+    A call record is written in the middle of an answer, and waiting for the disk there costs
+    the user milliseconds (more on a busy disk). The record is still written in order and
+    atomically; only a PostgreSQL crash within a fraction of a second of it could lose it
+    (synchronous_commit off: no corruption, the last commits are simply not there). Used only
+    when the record has a transaction of its own; inside a caller's, the caller's commit decides.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
 def answer_account(*, answer: Any, tracker: Tracker) -> None:
     """After `answer` is saved: its cost (None when a price is missing) and its calls attached."""
     answer.cost_usd = tracker.cost_usd
@@ -203,9 +227,14 @@ def answer_account(*, answer: Any, tracker: Tracker) -> None:
 def calls_attach(*, answer: Any, tracker: Tracker) -> int:
     """Attach the tracker's calls to `answer` without adding them to its cost (an eval judging
     it); returns how many. Calls already attached elsewhere stay where they are."""
-    if not tracker.call_ids:
+    return calls_attach_ids(answer=answer, call_ids=tracker.call_ids)
+
+
+def calls_attach_ids(*, answer: Any, call_ids: list[int]) -> int:
+    """`calls_attach` for calls known by id (a task that runs after the answer is saved)."""
+    if not call_ids:
         return 0
-    return ModelCall.objects.filter(pk__in=tracker.call_ids, answer__isnull=True).update(answer=answer)
+    return ModelCall.objects.filter(pk__in=call_ids, answer__isnull=True).update(answer=answer)
 
 
 # --- rollups -------------------------------------------------------------------------------

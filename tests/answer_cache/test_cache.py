@@ -280,15 +280,16 @@ def test_a_lookup_with_vector_and_permissions_given_is_one_candidate_statement(
     def given(question: str) -> dict[str, Any]:
         return {"query_vector": fake_vector(question), "readable": [finance.pk]}
 
-    # A hit: the candidates (exact key and nearest, one statement), the served entry, the counter.
-    with django_assert_num_queries(3):
+    # A hit: the candidates (exact key and nearest, one statement), the served entry, the counter
+    # (inside the test's transaction the counter runs in a savepoint: two statements more).
+    with django_assert_num_queries(3 + 2):
         hit = lookup(member, assistant, paraphrase, **given(paraphrase))
     assert hit is not None and hit.kind == "semantic"
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(3 + 2):
         hit = lookup(member, assistant, QUESTION, **given(QUESTION))
     assert hit is not None and hit.kind == "exact"
     # A miss loads no entry: nothing above the floor comes back from the database.
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(2 + 2):
         assert lookup(member, assistant, other, **given(other)) is None
 
 
@@ -626,3 +627,43 @@ def test_a_hit_becomes_a_new_answer_and_stats_count_its_savings(
     later = selectors.cache_stats(since=timezone.now() + dt.timedelta(days=2))
     assert (later.lookups, later.hits, later.hit_rate, later.saved_ms) == (0, 0, None, 0.0)
     assert CacheCounter.objects.get().lookups == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lookup_counted_in_its_own_transaction_commits_without_waiting_for_the_disk() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    assistant = assistant_services.assistant_default()
+    with CaptureQueriesContext(connection) as queries:
+        found = services.cache_lookup(
+            user=factories.user(), assistant=assistant, question="When is it due?", history=[], readable=[]
+        )
+
+    assert found is None
+    assert CacheCounter.objects.get(assistant=assistant).lookups == 1  # committed
+    assert any("synchronous_commit TO OFF" in q["sql"] for q in queries.captured_queries)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"
+
+
+def test_a_miss_reads_no_entry_and_a_hit_comes_with_its_answer(
+    settings: Any, assistant: Assistant, owner: Any, member: Any, expenses: Document
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    settings.ANSWER_CACHE_SIMILARITY, settings.ANSWER_CACHE_SIMILARITY_FLOOR = 0.99, 0.99
+
+    with CaptureQueriesContext(connection) as queries:
+        assert lookup(member, assistant, "Who approves the expense reports for travel abroad?") is None
+    # The exact key and the nearest candidates are read light; no entry is loaded with its answer.
+    assert not any('"assistant_answer"' in q["sql"] and "JOIN" in q["sql"] for q in queries.captured_queries)
+
+    hit = lookup(member, assistant)
+    assert hit is not None and hit.kind == "exact" and hit.answer.prompt_id == assistant.prompt_id
+    with CaptureQueriesContext(connection) as queries:
+        assert hit.entry.answer.assistant.pk == assistant.pk and hit.answer.prompt.name
+    assert queries.captured_queries == []  # loaded with the hit

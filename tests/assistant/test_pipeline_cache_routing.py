@@ -11,6 +11,7 @@ from assistant import pipeline, services
 from assistant.models import Answer, Assistant, Conversation
 from gateway import provider
 from knowledge.models import Document
+from tests import factories
 from tests.expense_policy import GOOD, QUESTION, UNGROUNDED
 from tests.fakes import FakeProvider
 from usage.models import ModelCall
@@ -23,7 +24,8 @@ ROUTING = {"cheap_model": "small-model", "strong_model": "big-model", "fallback_
 def ask(user: Any, question: str = QUESTION) -> Answer:
     conversation: Conversation = services.conversation_create(user=user)
     _asked, pending = services.message_send(conversation=conversation, text=question)
-    services.answer_complete(message=pending)
+    with factories.committed():  # the cache entry and the calls' link are written after the commit
+        services.answer_complete(message=pending)
     return Answer.objects.get(message=pending)
 
 
@@ -237,7 +239,8 @@ def test_a_follow_up_is_cached_under_the_redacted_history(
     fake_provider.replies = [GOOD, GOOD]
     for text in (first, "and receipts?"):
         _asked, pending = services.message_send(conversation=conversation, text=text)
-        services.answer_complete(message=pending)
+        with factories.committed():
+            services.answer_complete(message=pending)
 
     follow_up = Answer.objects.get(message=pending)
     entry = CachedAnswer.objects.get(answer=follow_up)

@@ -31,7 +31,8 @@ def activity(member: Any, fake_provider: FakeProvider) -> dict[str, Answer]:
     assistant.save()
     factories.document(collection=factories.collection(public=True), text=POLICY)
     fake_provider.replies = [GOOD]
-    first = services.answer_for(user=member, question="When are expense reports due?")
+    with factories.committed():  # the cache entry is stored once the answer is committed
+        first = services.answer_for(user=member, question="When are expense reports due?")
     Answer.objects.filter(pk=first.pk).update(
         cost_usd=Decimal("0.002"), route={"route": "strong", "model": first.model, "reason": "long question"}
     )

@@ -11,6 +11,7 @@ from django.conf import settings
 from assistant import services
 from assistant.models import Answer, Conversation
 from gateway import provider
+from tests import factories
 from tests.expense_policy import GOOD, QUESTION
 from tests.fakes import FakeProvider
 from usage import services as usage
@@ -40,7 +41,8 @@ def test_a_chat_answer_gets_its_cost_and_its_calls(
     fake_provider.replies = [GOOD]
 
     _asked, pending = services.message_send(conversation=conversation, text=QUESTION)
-    message = services.answer_complete(message=pending)
+    with factories.committed():  # the calls are attached once the answer is committed
+        message = services.answer_complete(message=pending)
 
     answer = message.answer
     calls = list(ModelCall.objects.filter(answer=answer).order_by("pk"))
@@ -57,7 +59,8 @@ def test_an_answer_with_an_unpriced_model_has_no_cost_rather_than_zero(
     fake_provider.replies = [GOOD]
 
     _asked, pending = services.message_send(conversation=conversation, text=QUESTION)
-    answer = services.answer_complete(message=pending).answer
+    with factories.committed():
+        answer = services.answer_complete(message=pending).answer
 
     assert answer.cost_usd is None
     assert ModelCall.objects.filter(answer=answer, price_missing=True).count() == 1
@@ -68,7 +71,8 @@ def test_an_api_or_cli_answer_gets_its_cost(
 ) -> None:
     fake_provider.replies = [GOOD]
 
-    answer = services.answer_for(user=member, question=QUESTION)
+    with factories.committed():
+        answer = services.answer_for(user=member, question=QUESTION)
 
     assert answer.cost_usd == expected_cost(answer) > 0
     assert ModelCall.objects.filter(answer=answer, user=member).count() == 2

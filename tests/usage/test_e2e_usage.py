@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from importlib import import_module
 from typing import Any
@@ -25,7 +26,20 @@ attached.
 """
 
 
-def test_a_real_local_answer_records_its_prompt_and_completion_tokens(member: Any) -> None:
+def _attached(answer: Any, kind: str, seconds: float = 60) -> ModelCall:
+    """The answer's call of `kind`, once the worker has run the answer's bookkeeping task."""
+    deadline = time.monotonic() + seconds
+    while True:
+        call = ModelCall.objects.filter(answer=answer, kind=kind).first()
+        if call is not None or time.monotonic() > deadline:
+            assert call is not None, f"no {kind} call attached to answer {answer.pk} within {seconds} s"
+            return call
+        time.sleep(0.2)
+
+
+def test_a_real_local_answer_records_its_prompt_and_completion_tokens(
+    member: Any, celery_worker_process: Any
+) -> None:
     # The shipped prices come from a data migration, which a transactional test run before this
     # one has flushed: seed them again (the point is that the local models are priced at zero).
     import_module("usage.migrations.0002_seed_prices").seed(apps, None)
@@ -41,12 +55,14 @@ def test_a_real_local_answer_records_its_prompt_and_completion_tokens(member: An
 
     assert message.status == "complete", message.error
     answer = message.answer
-    stream = ModelCall.objects.get(answer=answer, kind="chat_stream")
+    assert answer.cost_usd == Decimal(0)  # set with the answer, before any bookkeeping
+    # The calls are linked to the answer by a real worker, after the answer was committed.
+    stream = _attached(answer, "chat_stream")
     # llama.cpp's server sends no usage with a stream: the prompt is estimated from its characters.
     assert stream.prompt_tokens > 100 and stream.completion_tokens > 0
     assert stream.estimated is True and stream.ok
     assert (stream.user_id, stream.purpose, stream.model) == (member.pk, "answer", settings.CHAT_MODEL)
     assert answer.prompt_tokens >= stream.prompt_tokens
-    embedding = ModelCall.objects.get(answer=answer, kind="embed")
+    embedding = _attached(answer, "embed")
     assert embedding.prompt_tokens > 0 and embedding.purpose == "embedding"
     assert answer.cost_usd == Decimal(0)  # local models: counted, free

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -62,6 +63,30 @@ def test_a_dated_snapshot_takes_the_longest_priced_prefix() -> None:
     assert selectors.price_for("gpt-4o-mini-2024-07-18").model == "gpt-4o-mini"  # type: ignore[union-attr]
     assert selectors.price_for("gpt-4o-2024-08-06").model == "gpt-4o"  # type: ignore[union-attr]
     assert selectors.price_for("o3-mini") is None
+
+
+def test_the_price_table_read_once_applies_the_same_prefix_rule() -> None:
+    set_price("gpt-4o", input="2.5", output="10")
+    table = selectors.price_table()
+
+    for model in ("gpt-4o-mini-2024-07-18", "gpt-4o-2024-08-06", "gpt-4o", "o3-mini"):
+        assert selectors.price_in(table, model) == selectors.price_for(model)
+    assert selectors.price_in(table, "gpt-4o-2024-08-06").model == "gpt-4o"  # type: ignore[union-attr]
+
+
+def test_a_tracked_unit_of_work_reads_the_prices_once_and_the_next_one_sees_an_edit(
+    django_assert_num_queries: Any,
+) -> None:
+    set_price("paid-model", input="1", output="2")
+    with services.tracking(user=None) as tracker:
+        services.call_record(record("paid-model"))
+        with django_assert_num_queries(3):  # savepoint, insert, release: no price query
+            services.call_record(record("paid-model"))
+    assert tracker.cost == Decimal("0.004")
+
+    set_price("paid-model", input="2", output="4")
+    with services.tracking(user=None):
+        assert services.call_record(record("paid-model")).cost == Decimal("0.004")  # type: ignore[union-attr]
 
 
 def test_a_priced_call_records_its_cost() -> None:

@@ -234,3 +234,47 @@ def test_a_failed_call_is_recorded_as_an_error(fake_provider: FakeProvider) -> N
 
     call = ModelCall.objects.get()
     assert (call.ok, call.error, call.prompt_tokens) == (False, "down", 0)
+
+
+# --- a call record in a transaction of its own does not wait for the disk -------------------
+
+
+def _synchronous_commit() -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        return str(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_record_of_its_own_commits_without_waiting_and_the_setting_does_not_stay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    record = provider.CallRecord(
+        kind="embed", model=settings.EMBEDDING_MODEL, purpose=None, usage=provider.Usage(5), latency_ms=1.0
+    )
+    with CaptureQueriesContext(connection) as queries:
+        call = services.call_record(record)
+
+    assert call is not None and ModelCall.objects.filter(pk=call.pk).exists()  # committed
+    assert any("synchronous_commit TO OFF" in q["sql"] for q in queries.captured_queries)
+    assert _synchronous_commit() == "on"  # SET LOCAL: this connection's next transactions wait again
+
+
+@pytest.mark.django_db
+def test_a_record_inside_a_callers_transaction_leaves_its_commit_alone() -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    record = provider.CallRecord(
+        kind="embed", model=settings.EMBEDDING_MODEL, purpose=None, usage=provider.Usage(5), latency_ms=1.0
+    )
+    with CaptureQueriesContext(connection) as queries:
+        assert services.call_record(record) is not None
+
+    assert not any("synchronous_commit" in q["sql"] for q in queries.captured_queries)
+    assert _synchronous_commit() == "on"
