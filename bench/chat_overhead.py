@@ -1,6 +1,7 @@
 """What the app adds to a chat turn beyond the model's own time, with an instant fake model.
 
     python bench/chat_overhead.py [--rows 10000] [--questions 100] [--keep] [--reuse] [--sql] [--out FILE]
+    python bench/chat_overhead.py --scale-rows [--questions 100]   # over search_scale.py's 1M rows
 
 Loads synthetic chunks (clustered 384-d vectors, text from search_scale.py's vocabulary) by
 binary COPY into one collection, `bench-overhead`, under one READY Document whose chunk_count
@@ -9,6 +10,10 @@ EXACT_SCAN_MAX_ROWS readable rows, HNSW above). Then, in-process, `gateway.provi
 by instant deterministic fakes (embed: a fixed vector near one of the topic centres, seeded by a
 hash of the text; chat_stream: a valid answer JSON quoting source [1], in a few deltas), and each
 question goes through `services.message_send` + a full drain of `services.answer_stream`.
+
+With --scale-rows nothing is loaded: the assistant answers from search_scale.py's 20 collections
+(run `search_scale.py --rows 1000000 --keep [--collection-indexes]` first), whose vectors share
+this script's topic centres, so the turn searches a million chunks.
 
 Overhead per turn = wall time of send + drain minus the fake model's own time (microseconds).
 The answer's bookkeeping task (its calls' link and cache entry, queued after the commit) runs
@@ -51,6 +56,7 @@ from bench.common import (  # noqa: E402
 )
 
 COLLECTION = "bench-overhead"
+SCALE_PREFIX = "bench-scale-"  # search_scale.py's collections (the same topic centres, seed 7)
 SQL_SHAPE = re.compile(r"'[^']*'|\"s\d+_x\d+\"|\b\d+(\.\d+)?\b|\[[^\]]*\]")
 TURNS_PER_CONVERSATION = 5
 WARMUP = 10
@@ -310,6 +316,11 @@ def main() -> int:
     parser.add_argument("--words", type=int, default=120)
     parser.add_argument("--reuse", action="store_true", help="keep already-loaded rows of the same size")
     parser.add_argument("--keep", action="store_true", help="do not delete the rows at the end")
+    parser.add_argument(
+        "--scale-rows",
+        action="store_true",
+        help="ask over search_scale.py's kept rows (its 20 collections) instead of loading any",
+    )
     parser.add_argument("--sql", action="store_true", help="count and time the SQL statements per turn")
     parser.add_argument("--out")
     args = parser.parse_args()
@@ -328,7 +339,13 @@ def main() -> int:
     user = bench_superuser()
     timings: dict[str, Any] = {}
     present = Document.objects.filter(collection__name=COLLECTION).values_list("chunk_count", flat=True)
-    if (
+    scale = list(Collection.objects.filter(name__startswith=SCALE_PREFIX).order_by("name"))
+    if args.scale_rows:
+        if not scale:
+            parser.error("--scale-rows needs search_scale.py's rows: run it with --keep first")
+        log(f"asking over search_scale.py's {len(scale)} collections")
+        centres, _, _ = _topics(np.random.default_rng(SEED), settings.EMBEDDING_DIMENSIONS)
+    elif (
         args.reuse
         and list(present) == [args.rows]
         and Chunk.objects.filter(collection__name=COLLECTION).count() == args.rows
@@ -349,9 +366,9 @@ def main() -> int:
     # The fake's vectors are near topic centres, not copies of chunks: never abstain on similarity.
     assistant.min_similarity, assistant.tools_enabled = -1.0, False
     assistant.save(update_fields=["min_similarity", "tools_enabled"])
-    collection = Collection.objects.get(name=COLLECTION)
+    collection = None if args.scale_rows else Collection.objects.get(name=COLLECTION)
     saved_collections = list(assistant.collections.values_list("pk", flat=True))
-    assistant.collections.set([collection])
+    assistant.collections.set(scale if collection is None else [collection])
 
     plans: list[selectors.SearchPlan] = []
     original_search = selectors.search
@@ -486,7 +503,7 @@ def main() -> int:
         # Another bench script may have deleted a collection meanwhile: restore the ones left.
         assistant.collections.set(Collection.objects.filter(pk__in=saved_collections))
         Conversation.objects.filter(pk__in=conversation_ids).delete()
-        if not args.keep:
+        if not args.keep and collection is not None:
             _raw().execute("DELETE FROM knowledge_chunk WHERE collection_id = %s", [collection.pk])
             Document.objects.filter(collection=collection).delete()
             collection.delete()
@@ -497,7 +514,8 @@ def main() -> int:
     p95 = percentile([s * 1000 for s in overhead], 95)
     result = {
         "benchmark": "chat_overhead",
-        "rows": args.rows,
+        "rows": total_chunks if args.scale_rows else args.rows,
+        "scale_rows": args.scale_rows,
         "chunks_in_table": total_chunks,
         "questions": len(overhead),
         "warmup_questions": WARMUP,

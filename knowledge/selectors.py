@@ -120,9 +120,9 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
         if not plan.filtered:
             # A larger graph needs a longer candidate list for the same recall: at 1M synthetic
             # chunks ef_search 100 found 0.96 of the true top 10, 200 found 0.98, 500 0.99
-            # (bench/search_scale.py), so 200 there.
+            # (bench/search_scale.py, on another query set 0.95 at 200), so 500 there.
             rows = plan.readable_rows or 0
-            plan.strategy, plan.ef_search = "hnsw", max(100, limit, min(HNSW_MAX_EF_SEARCH, rows // 5000))
+            plan.strategy, plan.ef_search = "hnsw", max(100, limit, min(HNSW_MAX_EF_SEARCH, rows // 2000))
             cursor.execute(f"SET LOCAL hnsw.ef_search = {plan.ef_search}")
             cursor.execute(
                 "SELECT id, 1 - (embedding <=> %s::vector) FROM knowledge_chunk "
