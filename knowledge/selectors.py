@@ -360,15 +360,24 @@ _OR_LEXEMES_SQL = (
 )
 
 
+# At most this many matching chunks are ranked per statement. Ranking detoasts each one's
+# tsvector (~10 µs a chunk with everything in shared buffers at a million chunks), and even the
+# rarest word of a question can be in thousands of chunks of a large table; past this many the
+# keyword side ranks the first ones it reads and leaves the rest to the vector side. In a table
+# of up to 20,000 chunks a word in more than 1,000 is common (5%) and not ORed anyway.
+KEYWORD_RANK_MAX_ROWS = 1_000
+
+
 def _ranked_matches(tsquery: str, params: dict[str, Any], limit: int) -> list[tuple[int, float]]:
     # Only our own SQL fragments are formatted in; the user's text is a parameter.
     sql = (
-        f"SELECT id, ts_rank_cd(search_vector, q.query, 32) AS rank FROM knowledge_chunk, "  # noqa: S608
-        f"(SELECT {tsquery} AS query) AS q WHERE collection_id = ANY(%(ids)s) "
-        "AND search_vector @@ q.query ORDER BY rank DESC, id LIMIT %(limit)s"
+        "SELECT m.id, ts_rank_cd(m.search_vector, q.query, 32) AS rank "  # noqa: S608
+        f"FROM (SELECT {tsquery} AS query) AS q, LATERAL (SELECT id, search_vector FROM knowledge_chunk "
+        "WHERE collection_id = ANY(%(ids)s) AND search_vector @@ q.query LIMIT %(cap)s) AS m "
+        "ORDER BY rank DESC, m.id LIMIT %(limit)s"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, {**params, "limit": limit})
+        cursor.execute(sql, {**params, "limit": limit, "cap": KEYWORD_RANK_MAX_ROWS})
         return cursor.fetchall()
 
 

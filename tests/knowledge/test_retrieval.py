@@ -324,3 +324,17 @@ def test_a_filtered_search_walks_each_readable_collections_own_index(
     hits = search(member, "annual leave", k=5, mode="vector", plan_out=plans)
     assert plans[0].strategy == "hnsw-overfetch"
     assert {hit.document.filename for hit in hits} <= {"leave.txt", "parking.txt", "hr.txt"}
+
+
+def test_the_keyword_side_ranks_at_most_a_bounded_number_of_matches(
+    admin_user: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from knowledge import selectors
+
+    collection = factories.collection(name="Leave")
+    for n in range(3):
+        factories.document(collection=collection, text=f"Annual leave rule {n}.", filename=f"{n}.txt")
+
+    assert len(search(admin_user, "annual leave", k=5, mode="keyword")) == 3
+    monkeypatch.setattr(selectors, "KEYWORD_RANK_MAX_ROWS", 1)
+    assert len(search(admin_user, "annual leave", k=5, mode="keyword")) == 1
