@@ -335,6 +335,9 @@ def test_the_keyword_side_ranks_at_most_a_bounded_number_of_matches(
     for n in range(3):
         factories.document(collection=collection, text=f"Annual leave rule {n}.", filename=f"{n}.txt")
 
-    assert len(search(admin_user, "annual leave", k=5, mode="keyword")) == 3
     monkeypatch.setattr(selectors, "KEYWORD_RANK_MAX_ROWS", 1)
+    # A reader of few chunks gets every match ranked...
+    assert len(search(admin_user, "annual leave", k=5, mode="keyword")) == 3
+    # ...a reader of many, the first KEYWORD_RANK_MAX_ROWS.
+    monkeypatch.setattr(selectors, "KEYWORD_RANK_CAP_FROM_ROWS", 2)
     assert len(search(admin_user, "annual leave", k=5, mode="keyword")) == 1
