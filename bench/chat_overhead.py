@@ -7,9 +7,10 @@ Loads synthetic chunks (clustered 384-d vectors, text from search_scale.py's voc
 binary COPY into one collection, `bench-overhead`, under one READY Document whose chunk_count
 matches, so `search()` sees the real row count and picks its real strategy (exact below
 EXACT_SCAN_MAX_ROWS readable rows, HNSW above). Then, in-process, `gateway.provider` is replaced
-by instant deterministic fakes (embed: a fixed vector near one of the topic centres, seeded by a
-hash of the text; chat_stream: a valid answer JSON quoting source [1], in a few deltas), and each
-question goes through `services.message_send` + a full drain of `services.answer_stream`.
+by instant deterministic fakes (embed: a vector where a passage of one of the topics would lie,
+plus noise, seeded by a hash of the text; chat_stream: a valid answer JSON quoting source [1], in
+a few deltas), and each question goes through `services.message_send` + a full drain of
+`services.answer_stream`.
 
 With --scale-rows nothing is loaded: the assistant answers from search_scale.py's 20 collections
 (run `search_scale.py --rows 1000000 --keep [--collection-indexes]` first), whose vectors share
@@ -67,8 +68,9 @@ SEED = 7
 class FakeModel:
     """Instant stand-ins for gateway.provider's chat, chat_stream and embed; keeps its own time."""
 
-    def __init__(self, centres: Any, dims: int) -> None:
+    def __init__(self, centres: Any, bases: Any, dims: int) -> None:
         self.centres = centres
+        self.bases = bases
         self.dims = dims
         self.seconds = 0.0
         self.calls = {"embed": 0, "chat": 0, "chat_stream": 0}
@@ -78,9 +80,15 @@ class FakeModel:
 
         seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
         rng = np.random.default_rng(seed)
-        vector = self.centres[int(rng.integers(len(self.centres)))] + rng.standard_normal(self.dims) * (
-            0.6 / math.sqrt(self.dims)
-        )
+        # Where a passage of a topic would lie (as load() places chunks), plus a question's own
+        # noise, as search_scale.py's queries: a question is near some passages. The topic's
+        # centre itself would be the one point equally near all of them, the hardest possible
+        # query for an HNSW graph and unlike a real question.
+        topic = int(rng.integers(len(self.centres)))
+        rank = self.bases.shape[2]
+        spread = rng.standard_normal(rank) * (0.8 / math.sqrt(rank))
+        vector = self.centres[topic] + self.bases[topic] @ spread
+        vector += rng.standard_normal(self.dims) * (0.46 / math.sqrt(self.dims))  # 0.3 and 0.35
         vector /= np.linalg.norm(vector)
         return [float(x) for x in vector]
 
@@ -344,19 +352,20 @@ def main() -> int:
         if not scale:
             parser.error("--scale-rows needs search_scale.py's rows: run it with --keep first")
         log(f"asking over search_scale.py's {len(scale)} collections")
-        centres, _, _ = _topics(np.random.default_rng(SEED), settings.EMBEDDING_DIMENSIONS)
     elif (
         args.reuse
         and list(present) == [args.rows]
         and Chunk.objects.filter(collection__name=COLLECTION).count() == args.rows
     ):
         log(f"reusing {args.rows:,} rows")
-        centres, _, _ = _topics(np.random.default_rng(SEED), settings.EMBEDDING_DIMENSIONS)
     else:
-        centres = load(args.rows, args.words, SEED, timings)
+        load(args.rows, args.words, SEED, timings)
     total_chunks = Chunk.objects.count()
 
-    fake = FakeModel(np.asarray(centres, dtype=np.float64), settings.EMBEDDING_DIMENSIONS)
+    # The same centres and within-topic directions as the rows (load() draws them first from SEED).
+    centres, bases, _ = _topics(np.random.default_rng(SEED), settings.EMBEDDING_DIMENSIONS)
+    dims = settings.EMBEDDING_DIMENSIONS
+    fake = FakeModel(np.asarray(centres, dtype=np.float64), np.asarray(bases, dtype=np.float64), dims)
     originals = {name: getattr(provider, name) for name in ("embed", "chat", "chat_stream")}
     for name in originals:
         setattr(provider, name, getattr(fake, name))
