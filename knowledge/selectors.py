@@ -208,20 +208,29 @@ _collection_indexes: tuple[float, frozenset[int]] = (-math.inf, frozenset())
 COLLECTION_INDEX_MAX_SCANS = 4
 
 
+COLLECTION_INDEX_PREFIX = "chunk_hnsw_collection_"
+
+
+def collection_indexes() -> dict[int, bool]:
+    """Collections that have their own partial HNSW index, each with whether the index is valid
+    (a failed CREATE INDEX CONCURRENTLY leaves an invalid one behind)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = 'knowledge_chunk'::regclass AND c.relname LIKE %s",
+            [COLLECTION_INDEX_PREFIX + "%"],
+        )
+        rows = cursor.fetchall()
+    return {int(name.removeprefix(COLLECTION_INDEX_PREFIX)): bool(valid) for name, valid in rows}
+
+
 def collections_with_index() -> frozenset[int]:
+    """The collections a search may walk by their own index (read at most once a minute)."""
     global _collection_indexes
     fetched_at, ids = _collection_indexes
     if time.monotonic() - fetched_at < _COLLECTION_INDEX_SECONDS:
         return ids
-    from knowledge.services import COLLECTION_INDEX_PREFIX
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE i.indrelid = 'knowledge_chunk'::regclass AND i.indisvalid AND c.relname LIKE %s",
-            [COLLECTION_INDEX_PREFIX + "%"],
-        )
-        ids = frozenset(int(row[0].removeprefix(COLLECTION_INDEX_PREFIX)) for row in cursor.fetchall())
+    ids = frozenset(collection_id for collection_id, valid in collection_indexes().items() if valid)
     _collection_indexes = (time.monotonic(), ids)
     return ids
 

@@ -20,6 +20,7 @@ from gateway import provider
 from knowledge.chunking import ChunkDraft, chunk_document
 from knowledge.models import HNSW_EF_CONSTRUCTION, HNSW_M, Chunk, Collection, Document
 from knowledge.parsing import ParseError, parse_document
+from knowledge.selectors import COLLECTION_INDEX_PREFIX, collection_indexes
 
 logger = logging.getLogger(__name__)
 
@@ -310,8 +311,6 @@ def stalled_documents_requeue() -> list[int]:
 
 # --- per-collection vector indexes ------------------------------------------------------------
 
-COLLECTION_INDEX_PREFIX = "chunk_hnsw_collection_"
-
 
 @dataclass(frozen=True)
 class CollectionIndexes:
@@ -337,14 +336,7 @@ def collection_indexes_sync() -> CollectionIndexes:
         .annotate(total=Sum("chunk_count"))
         .values_list("collection_id", "total")
     )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE i.indrelid = 'knowledge_chunk'::regclass AND c.relname LIKE %s",
-            [COLLECTION_INDEX_PREFIX + "%"],
-        )
-        rows = cursor.fetchall()
-    existing = {int(name.removeprefix(COLLECTION_INDEX_PREFIX)): valid for name, valid in rows}
+    existing = collection_indexes()
     created: list[int] = []
     dropped: list[int] = []
     for collection_id, valid in sorted(existing.items()):
