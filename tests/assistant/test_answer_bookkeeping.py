@@ -165,6 +165,23 @@ def test_the_task_for_an_answer_that_is_gone_does_nothing(member: Any) -> None:
     assert result.get() is False
 
 
+def exact_key_lookups(monkeypatch: pytest.MonkeyPatch, *, fail_first: bool = False) -> list[str]:
+    """The question hashes the cache is asked for from now on (the first such lookup raising,
+    as a dropped connection would, when `fail_first`)."""
+    asked: list[str] = []
+    real = answer_cache._candidates
+
+    def spy(scope: Any, digest: str | None, *args: Any, **kwargs: Any) -> Any:
+        if digest is not None:
+            asked.append(digest)
+            if fail_first and len(asked) == 1:
+                raise RuntimeError("connection reset")
+        return real(scope, digest, *args, **kwargs)
+
+    monkeypatch.setattr(answer_cache, "_candidates", spy)
+    return asked
+
+
 def test_the_full_cache_lookup_skips_the_exact_key_it_already_tried(
     assistant: Assistant,
     policy: Document,
@@ -173,15 +190,7 @@ def test_the_full_cache_lookup_skips_the_exact_key_it_already_tried(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake_provider.replies = [GOOD]
-    exact: list[str] = []
-    real = answer_cache._candidates
-
-    def spy(scope: Any, digest: str | None, *args: Any, **kwargs: Any) -> Any:
-        if digest is not None:
-            exact.append(digest)
-        return real(scope, digest, *args, **kwargs)
-
-    monkeypatch.setattr(answer_cache, "_candidates", spy)
+    exact = exact_key_lookups(monkeypatch)
     services.answer_complete(message=pending_for(member))
     assert len(exact) == 1  # before embedding only
 
@@ -245,17 +254,7 @@ def test_after_a_failed_fast_path_the_full_lookup_tries_the_exact_key_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake_provider.replies = [GOOD]
-    exact: list[str] = []
-    real = answer_cache._candidates
-
-    def once_broken(scope: Any, digest: str | None, *args: Any, **kwargs: Any) -> Any:
-        if digest is not None:
-            exact.append(digest)
-            if len(exact) == 1:
-                raise RuntimeError("connection reset")
-        return real(scope, digest, *args, **kwargs)
-
-    monkeypatch.setattr(answer_cache, "_candidates", once_broken)
+    exact = exact_key_lookups(monkeypatch, fail_first=True)
     answer = services.answer_complete(message=pending_for(member)).answer
 
     assert answer.grounded and len(exact) == 2
