@@ -316,6 +316,11 @@ def stalled_documents_requeue() -> list[int]:
 class CollectionIndexes:
     created: list[int]
     dropped: list[int]
+    skipped: bool = False  # another sync was running
+
+
+# Session-level advisory lock held by the one sync that may run at a time (class, key).
+_SYNC_LOCK = (4243, 1)
 
 
 def collection_indexes_sync() -> CollectionIndexes:
@@ -328,7 +333,25 @@ def collection_indexes_sync() -> CollectionIndexes:
     An index is created at KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS chunks and dropped below half
     of that, or when its collection is gone. Runs from beat; outside a transaction the index is
     built CONCURRENTLY, so uploads and searches go on meanwhile.
+
+    One sync runs at a time (an advisory lock; a second one returns at once, skipped): an index
+    still being built is invalid too, and a second sync would otherwise take it for a failed
+    build and drop it. The lock goes with the database session if the worker dies.
     """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", list(_SYNC_LOCK))
+        (locked,) = cursor.fetchone()
+    if not locked:
+        logger.info("collection indexes: another sync is running")
+        return CollectionIndexes(created=[], dropped=[], skipped=True)
+    try:
+        return _collection_indexes_sync()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", list(_SYNC_LOCK))
+
+
+def _collection_indexes_sync() -> CollectionIndexes:
     threshold = settings.KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS
     sizes = dict(
         Document.objects.filter(status=Document.Status.READY)

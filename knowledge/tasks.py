@@ -30,7 +30,7 @@ def requeue_stalled_documents() -> int:
 
 
 @shared_task
-def sync_collection_indexes() -> dict[str, list[int]]:
+def sync_collection_indexes() -> dict[str, object]:
     """Beat: partial vector indexes for large collections (see services.collection_indexes_sync)."""
     result = services.collection_indexes_sync()
-    return {"created": result.created, "dropped": result.dropped}
+    return {"created": result.created, "dropped": result.dropped, "skipped": result.skipped}

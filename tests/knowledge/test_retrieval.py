@@ -292,6 +292,31 @@ def test_large_collections_get_their_own_vector_index_and_lose_it_when_small(set
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("collection_indexes")
+def test_one_collection_index_sync_runs_at_a_time(settings: Any) -> None:
+    """A second sync must not take the first one's index, invalid while it is built, for a failed
+    build and drop it: it returns at once instead."""
+    import psycopg
+    from django.db import connection
+
+    from knowledge.services import _SYNC_LOCK, collection_indexes_sync
+
+    big = factories.collection(name="Big")
+    for n in range(2):
+        factories.document(collection=big, text=f"Policy number {n} covers travel.", filename=f"{n}.txt")
+    settings.KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS = 2
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    with psycopg.connect(**params, autocommit=True) as other:  # another worker, mid-sync
+        other.execute("SELECT pg_advisory_lock(%s, %s)", list(_SYNC_LOCK))
+        busy = collection_indexes_sync()
+    assert busy.skipped and busy.created == [] and _index_names() == set()
+
+    done = collection_indexes_sync()  # the lock went with the other session
+    assert not done.skipped and done.created == [big.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("collection_indexes")
 def test_a_filtered_search_walks_each_readable_collections_own_index(
     member: Any, outsider: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
