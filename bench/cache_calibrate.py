@@ -258,6 +258,38 @@ def _describe(rule: MatchRule) -> dict[str, Any]:
     }
 
 
+Rows = list[tuple[str, str]]
+
+
+def draw(
+    seed: int, per_intent: int, probes_per_intent: int
+) -> tuple[list[str], list[str], Rows, dict[str, dict[str, Rows]]]:
+    """The cached intents, the others, the cached phrasings, and the calibration and held-out
+    probes (same intent, other intent, out of scope), drawn from CLINC150 in a fixed order.
+    bench/cache_hitrate.py makes the same draws through this."""
+    data = json.loads(CLINC.read_text())
+    rng = random.Random(seed)
+    intents = sorted({intent for _, intent in data["train"]})
+    rng.shuffle(intents)
+    cached, other = sorted(intents[: len(intents) // 2]), sorted(intents[len(intents) // 2 :])
+    cache_rows = _sample(data["train"], cached, per_intent, rng)
+    n = probes_per_intent
+    cal, held = random.Random(seed + 1), random.Random(seed + 2)  # independent draws
+    splits = {
+        "calibration": {
+            "same_intent": _sample(data["val"], cached, n, cal),
+            "other_intent": _sample(data["val"], other, n, cal),
+            "oos": [(t, "oos") for t, _ in data["oos_val"] + data["oos_train"]],
+        },
+        "held_out": {
+            "same_intent": _sample(data["test"], cached, n, held),
+            "other_intent": _sample(data["test"], other, n, held),
+            "oos": [(t, "oos") for t, _ in data["oos_test"]],
+        },
+    }
+    return cached, other, cache_rows, splits
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -273,27 +305,7 @@ def main() -> None:
     setup_django()
     from answer_cache.text import normalize_question
 
-    data = json.loads(CLINC.read_text())
-    rng = random.Random(args.seed)
-    intents = sorted({intent for _, intent in data["train"]})
-    rng.shuffle(intents)
-    cached, other = sorted(intents[: len(intents) // 2]), sorted(intents[len(intents) // 2 :])
-
-    cache_rows = _sample(data["train"], cached, args.per_intent, rng)
-    n = args.probes_per_intent
-    cal, held = random.Random(args.seed + 1), random.Random(args.seed + 2)  # independent draws
-    splits = {
-        "calibration": {
-            "same_intent": _sample(data["val"], cached, n, cal),
-            "other_intent": _sample(data["val"], other, n, cal),
-            "oos": [(t, "oos") for t, _ in data["oos_val"] + data["oos_train"]],
-        },
-        "held_out": {
-            "same_intent": _sample(data["test"], cached, n, held),
-            "other_intent": _sample(data["test"], other, n, held),
-            "oos": [(t, "oos") for t, _ in data["oos_test"]],
-        },
-    }
+    cached, other, cache_rows, splits = draw(args.seed, args.per_intent, args.probes_per_intent)
     everything = [normalize_question(t) for t, _ in cache_rows]
     for groups in splits.values():
         for rows in groups.values():

@@ -43,7 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cache_calibrate import CITATION, CLINC, VECTOR_DIR, _sample  # noqa: E402
+from bench.cache_calibrate import CITATION, VECTOR_DIR, draw  # noqa: E402
 from bench.common import emit, environment, log, setup_django  # noqa: E402
 
 K = 20  # neighbours kept per probe
@@ -238,27 +238,7 @@ def main() -> None:
 
     from answer_cache.text import normalize_question
 
-    # The same draws as cache_calibrate.py, in the same order.
-    data = json.loads(CLINC.read_text())
-    rng = random.Random(args.seed)
-    intents = sorted({intent for _, intent in data["train"]})
-    rng.shuffle(intents)
-    cached, other = sorted(intents[: len(intents) // 2]), sorted(intents[len(intents) // 2 :])
-    cache_rows = _sample(data["train"], cached, args.per_intent, rng)
-    n = args.probes_per_intent
-    cal, held = random.Random(args.seed + 1), random.Random(args.seed + 2)
-    splits = {
-        "calibration": {
-            "same_intent": _sample(data["val"], cached, n, cal),
-            "other_intent": _sample(data["val"], other, n, cal),
-            "oos": [(t, "oos") for t, _ in data["oos_val"] + data["oos_train"]],
-        },
-        "held_out": {
-            "same_intent": _sample(data["test"], cached, n, held),
-            "other_intent": _sample(data["test"], other, n, held),
-            "oos": [(t, "oos") for t, _ in data["oos_test"]],
-        },
-    }
+    cached, other, cache_rows, splits = draw(args.seed, args.per_intent, args.probes_per_intent)
     path = (
         Path(args.vectors)
         if args.vectors

@@ -200,8 +200,8 @@ class SqlLog:
         return text[:110]
 
 
-def load(rows: int, words: int, seed: int, timings: dict[str, Any]) -> Any:
-    """One collection, one READY document, `rows` chunks by binary COPY; returns the topic centres."""
+def load(rows: int, words: int, seed: int, timings: dict[str, Any]) -> None:
+    """One collection, one READY document, `rows` chunks by binary COPY."""
     import numpy as np
     from django.conf import settings
     from pgvector.psycopg import register_vector
@@ -272,7 +272,6 @@ def load(rows: int, words: int, seed: int, timings: dict[str, Any]) -> Any:
     timings["copy_s"] = round(time.perf_counter() - started, 1)
     with raw.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE knowledge_chunk")
-    return centres
 
 
 def questions(n: int, seed: int) -> list[str]:

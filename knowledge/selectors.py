@@ -71,6 +71,7 @@ class SearchPlan:
     filtered: bool
     readable_rows: int | None = None
     rows_by_collection: dict[int, int] = field(default_factory=dict)  # filtered plans only
+    table_rows: int = 0  # PostgreSQL's estimate for the whole table
     strategy: str = ""
     ef_search: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -142,8 +143,7 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
             cursor.execute(_per_collection_sql(indexed, rest), {"v": literal, "rest": rest, "limit": limit})
             return cursor.fetchall()
 
-        total = _total_rows()
-
+        total = plan.table_rows
         selectivity = max((plan.readable_rows or total) / max(total, 1), 1e-4)
         if pgvector_version() >= (0, 8):
             plan.strategy, plan.ef_search = "hnsw-iterative", max(100, limit)
@@ -191,7 +191,9 @@ def _plan(ids: list[int]) -> SearchPlan:
             {"n": len(set(ids)), "exact": EXACT_SCAN_MAX_ROWS, "ids": list(ids)},
         )
         collections, sizes, estimate = cursor.fetchone()
-    plan = SearchPlan(collection_ids=ids, filtered=len(set(ids)) != collections)
+    plan = SearchPlan(
+        collection_ids=ids, filtered=len(set(ids)) != collections, table_rows=max(int(estimate), 0)
+    )
     if sizes is None:
         plan.readable_rows = int(estimate)
     else:
@@ -255,13 +257,6 @@ def _per_collection_sql(indexed: list[int], rest: list[int]) -> str:
         )
     union = " UNION ALL ".join(branches)
     return f"SELECT id, 1 - distance FROM ({union}) AS near ORDER BY distance LIMIT %(limit)s"  # noqa: S608
-
-
-def _total_rows() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = 'knowledge_chunk'")
-        row = cursor.fetchone()
-    return max(int(row[0]) if row else 0, 0)
 
 
 def keyword_query_sql() -> str:
