@@ -138,7 +138,7 @@ def _build_indexes(timings: dict[str, Any]) -> None:
 
 
 def build_collection_indexes(collection_ids: Sequence[int], timings: dict[str, Any]) -> None:
-    """The partial vector indexes of the readers' collections, as the beat task builds them.
+    """The partial indexes (HNSW and GIN) of the readers' collections, as the beat task builds them.
 
     At 1M rows every bench collection holds 50,000 chunks, over KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS,
     so the beat task would index all 20; only the readers' two are built here (~85 s each at 1M
@@ -515,7 +515,7 @@ def measure_keyword(queries: Sequence[Query], collection_ids: list[int], semanti
     try:
         for query in queries:
             started = time.perf_counter()
-            selectors._keyword_candidates(query.text, collection_ids, 4 * K)
+            selectors._keyword_candidates(query.text, selectors._plan(collection_ids), 4 * K)
             latencies.append(time.perf_counter() - started)
         tsquery = selectors.keyword_query_sql()
         if semantics == "or":

@@ -17,8 +17,9 @@ from gateway import provider
 from knowledge.models import Chunk, Collection, Document
 
 # The constant damping the weight of the very top ranks. Cormack et al. use 60; on SQuAD 2.0 and
-# COVID-QA (bench/retrieval_quality.py's sweep) 10 did better on both: recall@5 +1.7 and +1.0.
-RRF_K = 10
+# COVID-QA (bench/retrieval_quality.py) smaller did better once the keyword side ranked by BM25:
+# hybrid recall@5 0.976 / 0.800 at 5, 0.971 / 0.791 at 10, 0.967 / 0.750 at 60.
+RRF_K = 5
 # Up to this many readable chunks a filtered query compares the query with every one of them:
 # perfect recall, no HNSW quirks (pgvector 0.6's scan loses rows under selective filters), and
 # ~2.5 µs a row with the vectors stored in the row (bench/search_scale.py), so ~25 ms at the limit.
@@ -37,7 +38,8 @@ class SearchHit:
     chunk: Chunk
     score: float  # fused reciprocal-rank score
     vector_score: float | None = None  # cosine similarity
-    keyword_score: float | None = None  # ts_rank_cd
+    # ts_rank_cd for chunks holding every word of the question (ranked first), BM25 for the rest
+    keyword_score: float | None = None
     vector_rank: int | None = None
     keyword_rank: int | None = None
 
@@ -132,10 +134,9 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
             )
             return cursor.fetchall()
 
-        indexed = sorted(c for c in collections_with_index() if plan.rows_by_collection.get(c))
-        rest = [c for c in plan.collection_ids if c not in indexed]
-        rest_rows = sum(plan.rows_by_collection.get(c, 0) for c in rest)
-        if indexed and len(indexed) <= COLLECTION_INDEX_MAX_SCANS and rest_rows <= EXACT_SCAN_MAX_ROWS:
+        split = _indexed_split(plan)
+        if split is not None:
+            indexed, rest = split
             largest = max(plan.rows_by_collection[c] for c in indexed)
             plan.strategy = "hnsw-per-collection"
             plan.ef_search = max(100, limit, min(HNSW_MAX_EF_SEARCH, largest // 2000))
@@ -172,6 +173,20 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
         return cursor.fetchall()
 
 
+def _indexed_split(plan: SearchPlan) -> tuple[list[int], list[int]] | None:
+    """(indexed, rest) when a filtered reader is best searched collection by collection: at most
+    COLLECTION_INDEX_MAX_SCANS of its collections have their own indexes, and the rest hold at
+    most EXACT_SCAN_MAX_ROWS chunks. None otherwise."""
+    if not plan.filtered:
+        return None
+    indexed = sorted(c for c in collections_with_index() if plan.rows_by_collection.get(c))
+    rest = [c for c in plan.collection_ids if c not in indexed]
+    rest_rows = sum(plan.rows_by_collection.get(c, 0) for c in rest)
+    if indexed and len(indexed) <= COLLECTION_INDEX_MAX_SCANS and rest_rows <= EXACT_SCAN_MAX_ROWS:
+        return indexed, rest
+    return None
+
+
 def _plan(ids: list[int]) -> SearchPlan:
     """Whether `ids` leave any collection out, and how many chunks they hold, in one statement.
 
@@ -202,28 +217,39 @@ def _plan(ids: list[int]) -> SearchPlan:
     return plan
 
 
-# Collections with their own partial HNSW index (knowledge.services.collection_indexes_sync),
-# read from the catalogue at most once a minute per process.
+# Collections with their own partial indexes (knowledge.services.collection_indexes_sync), read
+# from the catalogue at most once a minute per process.
 _COLLECTION_INDEX_SECONDS = 60.0
 _collection_indexes: tuple[float, frozenset[int]] = (-math.inf, frozenset())
-# A reader of more indexed collections than this searches the table's index instead.
+# A reader of more indexed collections than this searches the table's indexes instead.
 COLLECTION_INDEX_MAX_SCANS = 4
 
 
+# A large collection gets two partial indexes: an HNSW graph of its own, and a GIN index of its
+# words, so that the keyword side looks a word up in that collection alone (knowledge.services).
 COLLECTION_INDEX_PREFIX = "chunk_hnsw_collection_"
+COLLECTION_TEXT_INDEX_PREFIX = "chunk_gin_collection_"
+COLLECTION_INDEX_PREFIXES = (COLLECTION_INDEX_PREFIX, COLLECTION_TEXT_INDEX_PREFIX)
 
 
 def collection_indexes() -> dict[int, bool]:
-    """Collections that have their own partial HNSW index, each with whether the index is valid
-    (a failed CREATE INDEX CONCURRENTLY leaves an invalid one behind)."""
+    """Collections that have partial indexes of their own, each with whether both are there and
+    valid (a failed CREATE INDEX CONCURRENTLY leaves an invalid one behind)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE i.indrelid = 'knowledge_chunk'::regclass AND c.relname LIKE %s",
-            [COLLECTION_INDEX_PREFIX + "%"],
+            "WHERE i.indrelid = 'knowledge_chunk'::regclass AND (c.relname LIKE %s OR c.relname LIKE %s)",
+            [prefix + "%" for prefix in COLLECTION_INDEX_PREFIXES],
         )
         rows = cursor.fetchall()
-    return {int(name.removeprefix(COLLECTION_INDEX_PREFIX)): bool(valid) for name, valid in rows}
+    kinds: dict[int, dict[str, bool]] = {}
+    for name, valid in rows:
+        prefix = next(p for p in COLLECTION_INDEX_PREFIXES if name.startswith(p))
+        kinds.setdefault(int(name.removeprefix(prefix)), {})[prefix] = bool(valid)
+    return {
+        collection_id: len(found) == len(COLLECTION_INDEX_PREFIXES) and all(found.values())
+        for collection_id, found in kinds.items()
+    }
 
 
 def collections_with_index() -> frozenset[int]:
@@ -270,15 +296,16 @@ def keyword_query_sql() -> str:
     return "(websearch_to_tsquery('english', %(q)s) || websearch_to_tsquery('groundwork_simple', %(q)s))"
 
 
-# A word in more than this share of all chunks says almost nothing about relevance, yet ORed into a
-# query it makes PostgreSQL rank every chunk holding it (ts_rank_cd has no inverse document
-# frequency). Dropping such words is BM25's IDF in effect, and keeps the ranked set small at scale.
+# A word in more than this share of all chunks says almost nothing about relevance (BM25 gives it
+# an IDF near zero) yet costs a lookup of every chunk holding it, so it is left out of the
+# any-word pass. On SQuAD 2.0 keeping every word changed keyword recall@5 by -0.001.
 COMMON_LEXEME_SHARE = 0.05
-# Ranking costs a few microseconds a matching chunk (its tsvector is read), so in a large table
-# the ORed words are kept rarest first while the chunks estimated to hold any of them stay within
-# this budget (bench/search_scale.py: with 10,000 the keyword side took 32 ms on average at a
-# million chunks). The rarest informative word is always kept. Below ~100k chunks the 5% rule
-# binds first.
+# Looking a word up costs 1-3 µs a matching chunk (its row is read for the permission filter and
+# the length), so in a large table words are kept rarest first while the readable chunks
+# estimated to hold any of them stay within this budget; a question whose rarest word alone is
+# over it gets no any-word pass (at a million chunks such a word is in 8,000 or more and its
+# IDF is low), and the vector side carries it. Below 100,000 readable chunks the 5% rule binds
+# first. Each word's lookup is also capped at this many chunks, in case the statistics are stale.
 KEYWORD_RANK_BUDGET = 5_000
 # Below this many chunks ranking every match is cheap, and frequencies from so few are noise.
 COMMON_LEXEME_MIN_ROWS = 2_000
@@ -331,7 +358,7 @@ def informative_lexemes(query: str, readable_rows: float | None = None) -> list[
     are readable the rarer ones are kept only while the readable chunks estimated to hold any of
     them fit KEYWORD_RANK_BUDGET (the table's word frequencies applied to `readable_rows`, the
     whole table by default). When every word is common ("what is it"), the two least common are
-    kept so that the keyword side still has something to rank.
+    kept if they fit, so that a small table still has something to rank.
     """
     with connection.cursor() as cursor:
         cursor.execute(
@@ -353,15 +380,13 @@ def informative_lexemes(query: str, readable_rows: float | None = None) -> list[
         if share(lexeme) > COMMON_LEXEME_SHARE:
             break
         estimated += share(lexeme) * rows
-        if kept and estimated > KEYWORD_RANK_BUDGET:
+        if estimated > KEYWORD_RANK_BUDGET:
             break
         kept.append(lexeme)
-    return kept or by_rarity[:2]
-
-
-_OR_LEXEMES_SQL = (
-    "array_to_string(ARRAY(SELECT quote_literal(l) FROM unnest(%(lexemes)s::text[]) AS l), ' | ')::tsquery"
-)
+    if kept or not by_rarity:
+        return kept
+    least_common = by_rarity[:2]
+    return least_common if sum(share(lexeme) for lexeme in least_common) * rows <= KEYWORD_RANK_BUDGET else []
 
 
 # A reader of more than KEYWORD_RANK_CAP_FROM_ROWS chunks gets at most KEYWORD_RANK_MAX_ROWS
@@ -390,29 +415,91 @@ def _ranked_matches(
         return cursor.fetchall()
 
 
-def _keyword_candidates(
-    query: str, collection_ids: list[int], limit: int, readable_rows: int | None = None
-) -> list[tuple[int, float]]:
+# BM25 (Robertson and Zaragoza's Okapi weighting) over the question's informative words, each
+# counted once per chunk: a chunk's score is the sum, over the words it holds, of the word's
+# inverse document frequency among the reader's chunks, damped for long chunks. Word counts
+# within a chunk would need its tsvector read (~14 µs a chunk); membership comes from the GIN
+# index alone (~1 µs). Against ts_rank_cd, which has no IDF, keyword recall@5 went from 0.81 to
+# 0.94 on SQuAD 2.0 and from 0.62 to 0.74 on COVID-QA (bench/retrieval_quality.py).
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+
+def _bm25_sql(plan: SearchPlan) -> str:
+    """The statement scoring chunks by `_bm25_matches`; each word is looked up per collection
+    in the collection's own GIN index where the reader's plan has one (`_indexed_split`)."""
+
+    def lookup(collections: str) -> str:
+        return (
+            "SELECT id, token_count FROM knowledge_chunk "  # noqa: S608
+            f"WHERE collection_id {collections} AND search_vector @@ quote_literal(w.lexeme)::tsquery"
+        )
+
+    split = _indexed_split(plan)
+    if split is None:
+        branches = [lookup("= ANY(%(ids)s)")]
+    else:
+        indexed, rest = split
+        # Constants, so that the planner matches each partial index's predicate.
+        branches = [lookup(f"= {int(cid)}") for cid in indexed]
+        if rest:
+            branches.append(lookup("= ANY(%(rest)s)"))
+    lookups = " UNION ALL ".join(branches)
+    return (
+        "WITH matches AS MATERIALIZED (SELECT w.lexeme, c.id, c.token_count "  # noqa: S608
+        "FROM unnest(%(lexemes)s::text[]) AS w(lexeme), "
+        f"LATERAL (SELECT id, token_count FROM ({lookups}) AS lookup LIMIT %(cap)s) AS c), "
+        "df AS (SELECT lexeme, count(*) AS n FROM matches GROUP BY lexeme), "
+        "average AS (SELECT greatest(avg(token_count), 1)::float8 AS tokens FROM matches) "
+        "SELECT m.id, sum(ln(1 + (greatest(%(rows)s, df.n) - df.n + 0.5::float8) / (df.n + 0.5::float8)) "
+        "* (%(k1)s::float8 + 1) / (1 + %(k1)s::float8 * (1 - %(b)s::float8 + %(b)s::float8 * m.token_count "
+        "/ average.tokens))) AS score "
+        "FROM matches AS m JOIN df USING (lexeme), average "
+        "GROUP BY m.id ORDER BY score DESC, m.id LIMIT %(limit)s"
+    )
+
+
+def _bm25_matches(lexemes: list[str], plan: SearchPlan, limit: int) -> list[tuple[int, float]]:
+    """Chunks holding any of `lexemes`, best BM25 score first.
+
+    Document frequencies are counted among the reader's own chunks in the same statement, so a
+    word common in one team's collection weighs little there whatever the rest of the table
+    holds. The average chunk length is that of the matching chunks, an estimate of the reader's.
+    """
+    split = _indexed_split(plan)
+    params: dict[str, Any] = {
+        "lexemes": lexemes,
+        "ids": plan.collection_ids,
+        "rest": split[1] if split else [],
+        "rows": plan.readable_rows or 0,
+        "k1": BM25_K1,
+        "b": BM25_B,
+        "limit": limit,
+        "cap": KEYWORD_RANK_BUDGET,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_bm25_sql(plan), params)
+        return [(chunk_id, float(score)) for chunk_id, score in cursor.fetchall()]
+
+
+def _keyword_candidates(query: str, plan: SearchPlan, limit: int) -> list[tuple[int, float]]:
     """Full-text matches, best first.
 
-    Typed websearch syntax (phrases, OR, exclusions) is run as written. A plain question first
-    asks for chunks holding all its words, which rank best when there are any (on COVID-QA this
-    lifted hybrid recall@5 by 5 points over ORing alone); the rest of the candidate list is
-    filled from chunks holding any of its informative words.
+    Typed websearch syntax (phrases, OR, exclusions) is run as written and ranked by ts_rank_cd.
+    A plain question first asks for chunks holding all its words, ranked by ts_rank_cd (cover
+    density rewards the words close together; on COVID-QA keeping this pass first lifted hybrid
+    recall@5 from 0.783 to 0.800); the rest of the candidate list is filled from chunks holding
+    any of its informative words, ranked by BM25 (`_bm25_matches`).
     """
-    params = {"q": query, "ids": collection_ids}
-    if _OPERATORS.search(query):
-        return _ranked_matches(keyword_query_sql(), params, limit, readable_rows)
-    every_word = _ranked_matches(keyword_query_sql(), params, limit, readable_rows)
-    if len(every_word) >= limit:
+    params = {"q": query, "ids": plan.collection_ids}
+    every_word = _ranked_matches(keyword_query_sql(), params, limit, plan.readable_rows)
+    if _OPERATORS.search(query) or len(every_word) >= limit:
         return every_word
-    lexemes = informative_lexemes(query, readable_rows)
+    lexemes = informative_lexemes(query, plan.readable_rows)
     if not lexemes:
         return every_word
     seen = {chunk_id for chunk_id, _ in every_word}
-    any_word = _ranked_matches(
-        _OR_LEXEMES_SQL, {"lexemes": lexemes, "ids": collection_ids}, limit, readable_rows
-    )
+    any_word = _bm25_matches(lexemes, plan, limit)
     return (every_word + [hit for hit in any_word if hit[0] not in seen])[:limit]
 
 
@@ -450,7 +537,7 @@ def search(
                 query_vector = provider.embed([query], kind="query").vectors[0]
             vector_hits = _vector_candidates(query_vector, plan, pool)
         if mode in {"hybrid", "keyword"}:
-            keyword_hits = _keyword_candidates(query, ids, pool, plan.readable_rows)
+            keyword_hits = _keyword_candidates(query, plan, pool)
     if plan_out is not None:
         plan_out.append(plan)
 
@@ -459,10 +546,10 @@ def search(
         entry = fused.setdefault(chunk_id, _Fused())
         entry.score += 1.0 / (RRF_K + rank)
         entry.vector_score, entry.vector_rank = float(similarity), rank
-    for rank, (chunk_id, ts_rank) in enumerate(keyword_hits, start=1):
+    for rank, (chunk_id, keyword_score) in enumerate(keyword_hits, start=1):
         entry = fused.setdefault(chunk_id, _Fused())
         entry.score += 1.0 / (RRF_K + rank)
-        entry.keyword_score, entry.keyword_rank = float(ts_rank), rank
+        entry.keyword_score, entry.keyword_rank = float(keyword_score), rank
     best = sorted(fused.items(), key=lambda item: (-item[1].score, item[0]))[:k]
     chunks = (
         Chunk.objects.select_related("document", "document__collection")

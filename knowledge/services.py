@@ -20,7 +20,12 @@ from gateway import provider
 from knowledge.chunking import ChunkDraft, chunk_document
 from knowledge.models import HNSW_EF_CONSTRUCTION, HNSW_M, Chunk, Collection, Document
 from knowledge.parsing import ParseError, parse_document
-from knowledge.selectors import COLLECTION_INDEX_PREFIX, collection_indexes
+from knowledge.selectors import (
+    COLLECTION_INDEX_PREFIX,
+    COLLECTION_INDEX_PREFIXES,
+    COLLECTION_TEXT_INDEX_PREFIX,
+    collection_indexes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -324,7 +329,7 @@ _SYNC_LOCK = (4243, 1)
 
 
 def collection_indexes_sync() -> CollectionIndexes:
-    """Give every large collection its own partial HNSW index; drop those no longer needed.
+    """Give every large collection its own partial HNSW and GIN indexes; drop those no longer needed.
 
     pgvector filters after it walks the graph, so a reader of a few collections in a large table
     either over-fetches from the table's index (losing recall as the filter narrows) or scans
@@ -370,7 +375,7 @@ def _collection_indexes_sync() -> CollectionIndexes:
     for collection_id, chunks in sorted(sizes.items()):
         if collection_id in existing or (chunks or 0) < threshold:
             continue
-        logger.info("building the vector index of collection %s (%s chunks)", collection_id, chunks)
+        logger.info("building the indexes of collection %s (%s chunks)", collection_id, chunks)
         collection_index_create(collection_id=collection_id)
         created.append(int(collection_id))
     return CollectionIndexes(created=created, dropped=dropped)
@@ -382,16 +387,22 @@ def _concurrently() -> str:
 
 
 def collection_index_create(*, collection_id: int) -> None:
-    """The partial HNSW index of one collection, as the table's own index is built."""
-    name = f"{COLLECTION_INDEX_PREFIX}{int(collection_id)}"
+    """The partial indexes of one collection: its HNSW graph, built as the table's own, and a GIN
+    index of its words (the keyword side looks each word up there, knowledge.selectors)."""
+    cid = int(collection_id)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"CREATE INDEX {_concurrently()}IF NOT EXISTS {name} ON knowledge_chunk "
+            f"CREATE INDEX {_concurrently()}IF NOT EXISTS {COLLECTION_INDEX_PREFIX}{cid} ON knowledge_chunk "
             f"USING hnsw (embedding vector_cosine_ops) WITH (m = {HNSW_M}, "
-            f"ef_construction = {HNSW_EF_CONSTRUCTION}) WHERE collection_id = {int(collection_id)}"
+            f"ef_construction = {HNSW_EF_CONSTRUCTION}) WHERE collection_id = {cid}"
+        )
+        cursor.execute(
+            f"CREATE INDEX {_concurrently()}IF NOT EXISTS {COLLECTION_TEXT_INDEX_PREFIX}{cid} "
+            f"ON knowledge_chunk USING gin (search_vector) WHERE collection_id = {cid}"
         )
 
 
 def collection_index_drop(*, collection_id: int) -> None:
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP INDEX {_concurrently()}IF EXISTS {COLLECTION_INDEX_PREFIX}{int(collection_id)}")
+        for prefix in COLLECTION_INDEX_PREFIXES:
+            cursor.execute(f"DROP INDEX {_concurrently()}IF EXISTS {prefix}{int(collection_id)}")

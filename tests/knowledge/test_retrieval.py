@@ -47,6 +47,8 @@ LABELLED = {
     "employees travelling abroad": "travel-insurance.txt",
     "parental leave policy": "parental-leave-policy.txt",
     "password reset help": "password-reset-guide.txt",
+    "help with a password": "password-reset-guide.txt",
+    "password rules": "password-rules.txt",  # in its title only: no text holds either word
 }
 
 
@@ -194,6 +196,22 @@ def test_common_words_are_not_ranked_by(monkeypatch: pytest.MonkeyPatch) -> None
     # Only common words: the two least common are still kept.
     _stats(monkeypatch, {"leav": 0.20, "annual": 0.10, "polici": 0.30}, rows=5_000)
     assert informative_lexemes("annual leave policy") == ["annual", "leav"]
+    # ...unless even they are in too many chunks to look up.
+    _stats(monkeypatch, {"leav": 0.20, "annual": 0.10, "polici": 0.30}, rows=1_000_000)
+    assert informative_lexemes("annual leave policy") == []
+
+
+def test_the_any_word_pass_weighs_rare_words_more(admin_user: Any) -> None:
+    """BM25: one chunk holding the rare word beats chunks holding only a word every chunk has."""
+    collection = factories.collection(name="Handbook")
+    for n in range(4):
+        factories.document(collection=collection, text=f"Office hours, part {n}.", filename=f"{n}.txt")
+    factories.document(collection=collection, text="Chess club on Tuesdays.", filename="chess.txt")
+
+    # No chunk holds every word, so the any-word pass ranks them all.
+    hits = search(admin_user, "office chess", k=5, mode="keyword")
+    assert hits[0].document.filename == "chess.txt"
+    assert hits[0].keyword_score is not None and hits[0].keyword_score > hits[1].keyword_score  # type: ignore[operator]
 
 
 def test_in_a_large_table_words_are_kept_rarest_first_within_the_rank_budget(
@@ -215,9 +233,9 @@ def test_in_a_large_table_words_are_kept_rarest_first_within_the_rank_budget(
         "leave",
     ]
 
-    # The rarest word is kept even when it alone is over the budget.
+    # When even the rarest word is over the budget, there is no any-word pass.
     monkeypatch.setattr(selectors, "KEYWORD_RANK_BUDGET", 1_000)
-    assert selectors.informative_lexemes("annual leave policy") == ["polici"]
+    assert selectors.informative_lexemes("annual leave policy") == []
 
     # A smaller table: all of them fit.
     _stats(monkeypatch, {"leav": 0.03, "annual": 0.008, "polici": 0.002}, rows=50_000)
@@ -249,7 +267,10 @@ def _index_names() -> set[str]:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE 'chunk_hnsw_collection_%%'")
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE indexname LIKE 'chunk_hnsw_collection_%%' "
+            "OR indexname LIKE 'chunk_gin_collection_%%'"
+        )
         return {row[0] for row in cursor.fetchall()}
 
 
@@ -266,7 +287,7 @@ def collection_indexes() -> Iterator[None]:
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("collection_indexes")
-def test_large_collections_get_their_own_vector_index_and_lose_it_when_small(settings: Any) -> None:
+def test_large_collections_get_their_own_indexes_and_lose_them_when_small(settings: Any) -> None:
     from knowledge.services import collection_indexes_sync
 
     big = factories.collection(name="Big")
@@ -278,9 +299,18 @@ def test_large_collections_get_their_own_vector_index_and_lose_it_when_small(set
 
     first = collection_indexes_sync()
     assert (first.created, first.dropped) == ([big.pk], [])
-    assert _index_names() == {f"chunk_hnsw_collection_{big.pk}"}
+    assert _index_names() == {f"chunk_hnsw_collection_{big.pk}", f"chunk_gin_collection_{big.pk}"}
     again = collection_indexes_sync()
     assert (again.created, again.dropped) == ([], [])
+
+    # A collection missing one of its two indexes gets both again.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX chunk_gin_collection_{big.pk}")
+    repaired = collection_indexes_sync()
+    assert (repaired.created, repaired.dropped) == ([big.pk], [big.pk])
+    assert len(_index_names()) == 2
 
     # Dropped below half the threshold, not at the threshold itself (no flapping).
     settings.KNOWLEDGE_COLLECTION_INDEX_MIN_CHUNKS = 6
@@ -343,6 +373,13 @@ def test_a_filtered_search_walks_each_readable_collections_own_index(
     assert plans[0].rows_by_collection == {mine.pk: 2, small.pk: 1}
     assert {hit.document.filename for hit in hits} == {"leave.txt", "parking.txt", "hr.txt"}
 
+    # The keyword side looks each word up collection by collection, with the collection's id as
+    # a constant (which matches the partial GIN index's predicate), and in the rest by filter.
+    sql = selectors._bm25_sql(plans[0])
+    assert f"collection_id = {mine.pk} AND search_vector" in sql and "ANY(%(rest)s)" in sql
+    found = search(member, "annual leave days", k=5, mode="keyword")
+    assert {hit.document.filename for hit in found} == {"leave.txt", "hr.txt"}
+
     # More indexed collections than one query should walk: the table's index, filtered.
     monkeypatch.setattr(selectors, "COLLECTION_INDEX_MAX_SCANS", 0)
     plans.clear()
@@ -351,18 +388,26 @@ def test_a_filtered_search_walks_each_readable_collections_own_index(
     assert {hit.document.filename for hit in hits} <= {"leave.txt", "parking.txt", "hr.txt"}
 
 
-def test_the_keyword_side_ranks_at_most_a_bounded_number_of_matches(
+def test_the_keyword_side_reads_a_bounded_number_of_matches(
     admin_user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from knowledge import selectors
+    from knowledge.selectors import _bm25_matches, _plan, _ranked_matches, keyword_query_sql
 
     collection = factories.collection(name="Leave")
     for n in range(3):
         factories.document(collection=collection, text=f"Annual leave rule {n}.", filename=f"{n}.txt")
+    params = {"q": "annual leave", "ids": [collection.pk]}
 
+    # The every-word pass: a reader of few chunks gets every match ranked...
     monkeypatch.setattr(selectors, "KEYWORD_RANK_MAX_ROWS", 1)
-    # A reader of few chunks gets every match ranked...
-    assert len(search(admin_user, "annual leave", k=5, mode="keyword")) == 3
+    assert len(_ranked_matches(keyword_query_sql(), params, 5, readable_rows=3)) == 3
     # ...a reader of many, the first KEYWORD_RANK_MAX_ROWS.
     monkeypatch.setattr(selectors, "KEYWORD_RANK_CAP_FROM_ROWS", 2)
-    assert len(search(admin_user, "annual leave", k=5, mode="keyword")) == 1
+    assert len(_ranked_matches(keyword_query_sql(), params, 5, readable_rows=3)) == 1
+
+    # The any-word pass looks each word up in at most KEYWORD_RANK_BUDGET chunks.
+    plan = _plan([collection.pk])
+    assert len(_bm25_matches(["annual"], plan, 5)) == 3
+    monkeypatch.setattr(selectors, "KEYWORD_RANK_BUDGET", 1)
+    assert len(_bm25_matches(["annual"], plan, 5)) == 1
