@@ -342,18 +342,15 @@ def _candidates_sql(
         values += [digest, *params]
     if vector is not None:
         literal = "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
-        # The inner query is ordered by distance alone, so the HNSW index serves it and the scan
-        # stops once `limit` servable entries are found (the servable checks run only for the
-        # entries the index hands over); ties are broken, and the floor applied, on those few.
-        # Ordered by distance and the tie-breaks together it was an exact scan and a sort
-        # (5,000 entries: 8.4 ms).
+        # The distance test comes first among the conditions (the servable checks are subqueries,
+        # the planner runs them last), so the chunk and flag checks run only for entries near
+        # enough to be served; with the HNSW index the scan also stops at `limit` rows.
         branches.append(
-            "(SELECT id, question, FALSE, 1 - distance FROM ("  # noqa: S608
-            f"SELECT e.id, e.question, e.approved, e.created_at, e.embedding <=> %s::vector AS distance "
-            f"FROM {table} e WHERE {servable} ORDER BY e.embedding <=> %s::vector LIMIT %s) AS nearest "
-            "WHERE distance <= %s ORDER BY distance, approved DESC, created_at DESC)"
+            f"(SELECT e.id, e.question, FALSE, 1 - (e.embedding <=> %s::vector) "  # noqa: S608
+            f"FROM {table} e WHERE (e.embedding <=> %s::vector) <= %s AND {servable} "
+            "ORDER BY e.embedding <=> %s::vector, e.approved DESC, e.created_at DESC LIMIT %s)"
         )
-        values += [literal, *params, literal, max(1, limit), 1.0 - floor]
+        values += [literal, literal, 1.0 - floor, *params, literal, max(1, limit)]
     return " UNION ALL ".join(branches), values
 
 
