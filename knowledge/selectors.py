@@ -428,9 +428,9 @@ BM25_K1 = 1.2
 BM25_B = 0.75
 
 
-def _bm25_sql(plan: SearchPlan) -> str:
-    """The statement scoring chunks by `_bm25_matches`; each word is looked up per collection
-    in the collection's own GIN index where the reader's plan has one (`_indexed_split`)."""
+def _bm25_sql(split: tuple[list[int], list[int]] | None) -> str:
+    """The statement scoring chunks by `_bm25_matches`; with the reader's (indexed, rest) split
+    (`_indexed_split`) each word is looked up in each indexed collection's own GIN index."""
 
     def lookup(collections: str) -> str:
         return (
@@ -438,7 +438,6 @@ def _bm25_sql(plan: SearchPlan) -> str:
             f"WHERE collection_id {collections} AND search_vector @@ quote_literal(w.lexeme)::tsquery"
         )
 
-    split = _indexed_split(plan)
     if split is None:
         branches = [lookup("= ANY(%(ids)s)")]
     else:
@@ -481,7 +480,7 @@ def _bm25_matches(lexemes: list[str], plan: SearchPlan, limit: int) -> list[tupl
         "cap": KEYWORD_RANK_BUDGET,
     }
     with connection.cursor() as cursor:
-        cursor.execute(_bm25_sql(plan), params)
+        cursor.execute(_bm25_sql(split), params)
         return [(chunk_id, float(score)) for chunk_id, score in cursor.fetchall()]
 
 

@@ -47,14 +47,6 @@ def _cache_settings(settings: Any) -> None:
 
 
 @pytest.fixture
-def assistant(db: None) -> Assistant:
-    assistant = assistant_services.assistant_default()
-    assistant.min_similarity = 0.2
-    assistant.save(update_fields=["min_similarity"])
-    return assistant
-
-
-@pytest.fixture
 def public(db: None) -> Collection:
     return factories.collection(name="Handbook", public=True)
 

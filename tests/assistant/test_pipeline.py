@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from assistant import pipeline, services
+from assistant import pipeline
 from assistant.models import Assistant
 from assistant.prompts import ANSWER_SCHEMA, AnswerPayload
 from gateway import provider
@@ -73,15 +73,6 @@ def events_for(**kwargs: Any) -> list[pipeline.Event]:
 
 def user_prompt(call: dict[str, Any]) -> str:
     return str(call["messages"][-1]["content"])
-
-
-@pytest.fixture
-def assistant(db: None) -> Assistant:
-    """The default assistant, with a threshold that suits the fake bag-of-words embeddings."""
-    assistant = services.assistant_default()
-    assistant.min_similarity = 0.2
-    assistant.save(update_fields=["min_similarity"])
-    return assistant
 
 
 @pytest.fixture

@@ -71,14 +71,6 @@ def rules_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def assistant(db: None) -> Assistant:
-    assistant = services.assistant_default()
-    assistant.min_similarity = 0.2  # suits the fake bag-of-words embeddings
-    assistant.save(update_fields=["min_similarity"])
-    return assistant
-
-
-@pytest.fixture
 def policies(db: None) -> Collection:
     return factories.collection(name="Policies", public=True)
 

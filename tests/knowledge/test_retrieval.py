@@ -375,7 +375,7 @@ def test_a_filtered_search_walks_each_readable_collections_own_index(
 
     # The keyword side looks each word up collection by collection, with the collection's id as
     # a constant (which matches the partial GIN index's predicate), and in the rest by filter.
-    sql = selectors._bm25_sql(plans[0])
+    sql = selectors._bm25_sql(selectors._indexed_split(plans[0]))
     assert f"collection_id = {mine.pk} AND search_vector" in sql and "ANY(%(rest)s)" in sql
     found = search(member, "annual leave days", k=5, mode="keyword")
     assert {hit.document.filename for hit in found} == {"leave.txt", "hr.txt"}
