@@ -380,14 +380,15 @@ def _scope_text(assistant: Assistant) -> str:
     return "\n".join([assistant.scope, *descriptions]).strip()
 
 
-def _check_input(turn: Turn, original: str) -> InputResult:
+def _check_input(turn: Turn, original: str, *, cached: bool = False) -> InputResult:
     """The input checks on the user's message, reusing the question's vector and retrieval's best match.
 
     A question the knowledge base answers (a match at or above the assistant's own
     `min_similarity`, calibrated for its embedding model) is on topic by definition, so the
-    scope check runs only for the others.
+    scope check runs only for the others. So is a question `cached` (close to one answered from
+    the knowledge base before), checked before any search and so with no match to vouch for it.
     """
-    scope = "" if not retrieval_is_weak(turn) else _scope_text(turn.assistant)
+    scope = "" if cached or not retrieval_is_weak(turn) else _scope_text(turn.assistant)
     result = check_input(
         original,
         scope=scope,
@@ -894,6 +895,14 @@ def answer_events(
 
     yield Stage("retrieving")
     _embed_question(turn)
+    # A paraphrase of a question answered before is served once the input checks let it through,
+    # without searching: its answer was grounded when it was cached. A message the checks doubt
+    # takes the full path, where a match in the knowledge base may vouch for it (_check_input).
+    hit = None if replaying else _cache_lookup(turn, exact_only=False)
+    if hit is not None and _check_input(turn, original, cached=True).allowed:
+        yield from _answer_from_cache(turn, hit, began)
+        return
+
     if pinned_chunk_ids is not None:
         _retrieve_pinned(turn, pinned_chunk_ids)
     else:
@@ -906,7 +915,6 @@ def answer_events(
         yield Done(stopped)
         return
 
-    hit = None if replaying else _cache_lookup(turn, exact_only=False)
     if hit is not None:
         yield from _answer_from_cache(turn, hit, began)
         return

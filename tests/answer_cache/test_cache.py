@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from decimal import Decimal
@@ -442,6 +443,66 @@ def test_an_answer_made_by_the_pipeline_is_stored_and_served(
     hit = lookup(member, assistant, "when are expense reports due")
     assert hit is not None and hit.answer == answer
     assert lookup(outsider, assistant) is None
+
+
+def test_a_paraphrase_is_served_after_the_input_checks_without_a_search(
+    assistant: Assistant, member: Any, expenses: Document, fake_provider: FakeProvider, monkeypatch: Any
+) -> None:
+    from assistant import pipeline
+
+    services.cache_store(answer=make_answer(assistant, member, [expenses]))
+    checked: list[dict[str, Any]] = []
+    check_input = pipeline.check_input
+
+    def spy(text: str, **kwargs: Any) -> Any:
+        checked.append(kwargs)
+        return check_input(text, **kwargs)
+
+    def no_search(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a cache hit searched the knowledge base")
+
+    monkeypatch.setattr(pipeline, "check_input", spy)
+    monkeypatch.setattr(pipeline.knowledge, "search", no_search)
+    served = assistant_services.answer_for(
+        user=member, question="When exactly are expense reports due?", assistant=assistant
+    )
+
+    assert served.cache_hit and served.text == ANSWER_TEXT
+    assert fake_provider.calls == []  # no model call
+    # Checked once, as a question on topic by definition: its answer came from the knowledge base.
+    assert len(checked) == 1 and checked[0]["scope"] == "" and checked[0]["retrieval_score"] is None
+    assert served.guardrails is not None and served.guardrails["input_action"] == "allow"
+    assert "retrieval" not in served.latency_ms and "guard_input" in served.latency_ms
+
+
+def test_a_paraphrase_the_input_checks_doubt_is_searched_before_it_is_served(
+    assistant: Assistant, member: Any, expenses: Document, monkeypatch: Any
+) -> None:
+    """A doubtful message takes the full path: a match in the knowledge base may vouch for it."""
+    from assistant import pipeline
+
+    services.cache_store(answer=make_answer(assistant, member, [expenses]))
+    check_input = pipeline.check_input
+    searched: list[str] = []
+    search = pipeline.knowledge.search
+
+    def doubt_unless_vouched(text: str, **kwargs: Any) -> Any:
+        result = check_input(text, **kwargs)
+        if kwargs["retrieval_score"] is None:
+            return dataclasses.replace(result, action="block", categories=["specialised_advice"])
+        return result
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        searched.append(args[1])
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "check_input", doubt_unless_vouched)
+    monkeypatch.setattr(pipeline.knowledge, "search", spy)
+    served = assistant_services.answer_for(
+        user=member, question="When exactly are expense reports due?", assistant=assistant
+    )
+
+    assert searched and served.cache_hit and served.text == ANSWER_TEXT
 
 
 # --- scope -----------------------------------------------------------------------------------
