@@ -418,18 +418,14 @@ def _ranked_matches(
         return cursor.fetchall()
 
 
-# BM25 (Robertson and Zaragoza's Okapi weighting) over the question's informative words: a
-# chunk's score is the sum, over the words it holds, of the word's inverse document frequency
-# among the reader's chunks times a saturating function of how often the chunk uses it, damped
-# for long chunks. Which chunks hold a word comes from the GIN index alone (~1 µs a chunk);
-# counting the word within a chunk needs its tsvector read (~14 µs), so the statement first
-# scores every match as if each word occurred once and reads the tsvectors of only the best
-# BM25_TF_SHORTLIST, which it ranks by full BM25. Against ts_rank_cd, which has no IDF, keyword
-# recall@5 went from 0.81 to 0.93 on SQuAD 2.0 and from 0.62 to 0.74 on COVID-QA with words
-# counted once, and to 0.94 and 0.77 with the counts (bench/retrieval_quality.py).
+# BM25 (Robertson and Zaragoza's Okapi weighting) over the question's informative words, each
+# counted once per chunk: a chunk's score is the sum, over the words it holds, of the word's
+# inverse document frequency among the reader's chunks, damped for long chunks. Word counts
+# within a chunk would need its tsvector read (~14 µs a chunk); membership comes from the GIN
+# index alone (~1 µs). Against ts_rank_cd, which has no IDF, keyword recall@5 went from 0.81 to
+# 0.94 on SQuAD 2.0 and from 0.62 to 0.74 on COVID-QA (bench/retrieval_quality.py).
 BM25_K1 = 1.2
 BM25_B = 0.75
-BM25_TF_SHORTLIST = 100
 
 
 def _bm25_sql(split: tuple[list[int], list[int]] | None) -> str:
@@ -451,28 +447,16 @@ def _bm25_sql(split: tuple[list[int], list[int]] | None) -> str:
         if rest:
             branches.append(lookup("= ANY(%(rest)s)"))
     lookups = " UNION ALL ".join(branches)
-    idf = "ln(1 + (greatest(%(rows)s, df.n) - df.n + 0.5::float8) / (df.n + 0.5::float8))"
-    length = "(1 - %(b)s::float8 + %(b)s::float8 * m.token_count / average.tokens)"
-
-    def bm25(tf: str) -> str:
-        return f"sum({idf} * {tf} * (%(k1)s::float8 + 1) / ({tf} + %(k1)s::float8 * {length}))"
-
-    # The stored tsvector gives every word weight D; marking the question's words A and keeping
-    # only A leaves a vector of those words alone, whose positions count them (the English and
-    # language-neutral halves of the vector both count a word they spell alike).
-    counts = "ts_filter(setweight(c.search_vector, 'A', %(lexemes)s::text[]), '{a}')"
     return (
         "WITH matches AS MATERIALIZED (SELECT w.lexeme, c.id, c.token_count "  # noqa: S608
         "FROM unnest(%(lexemes)s::text[]) AS w(lexeme), "
         f"LATERAL (SELECT id, token_count FROM ({lookups}) AS lookup LIMIT %(cap)s) AS c), "
         "df AS (SELECT lexeme, count(*) AS n FROM matches GROUP BY lexeme), "
-        "average AS (SELECT greatest(avg(token_count), 1)::float8 AS tokens FROM matches), "
-        f"shortlist AS (SELECT m.id, m.token_count, {bm25('1')} AS score "
+        "average AS (SELECT greatest(avg(token_count), 1)::float8 AS tokens FROM matches) "
+        "SELECT m.id, sum(ln(1 + (greatest(%(rows)s, df.n) - df.n + 0.5::float8) / (df.n + 0.5::float8)) "
+        "* (%(k1)s::float8 + 1) / (1 + %(k1)s::float8 * (1 - %(b)s::float8 + %(b)s::float8 * m.token_count "
+        "/ average.tokens))) AS score "
         "FROM matches AS m JOIN df USING (lexeme), average "
-        "GROUP BY m.id, m.token_count ORDER BY score DESC, m.id LIMIT %(shortlist)s) "
-        f"SELECT m.id, {bm25('cardinality(t.positions)::float8')} AS score "
-        f"FROM shortlist AS m JOIN knowledge_chunk AS c ON c.id = m.id, unnest({counts}) AS t "
-        "JOIN df ON df.lexeme = t.lexeme, average "
         "GROUP BY m.id ORDER BY score DESC, m.id LIMIT %(limit)s"
     )
 
@@ -494,7 +478,6 @@ def _bm25_matches(lexemes: list[str], plan: SearchPlan, limit: int) -> list[tupl
         "b": BM25_B,
         "limit": limit,
         "cap": KEYWORD_RANK_BUDGET,
-        "shortlist": max(limit, BM25_TF_SHORTLIST),
     }
     with connection.cursor() as cursor:
         cursor.execute(_bm25_sql(split), params)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from knowledge.models import Chunk, Collection, Document
+from knowledge.models import Collection
 from knowledge.selectors import SearchPlan, search
 from tests import factories
 
@@ -212,42 +212,6 @@ def test_the_any_word_pass_weighs_rare_words_more(admin_user: Any) -> None:
     hits = search(admin_user, "office chess", k=5, mode="keyword")
     assert hits[0].document.filename == "chess.txt"
     assert hits[0].keyword_score is not None and hits[0].keyword_score > hits[1].keyword_score  # type: ignore[operator]
-
-
-def test_the_any_word_pass_counts_a_word_within_its_chunk(
-    admin_user: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Full BM25 on the shortlist: of two chunks of the same length holding the same words, the
-    one that uses the rare word three times ranks first; past the shortlist words count once."""
-    from knowledge import selectors
-    from knowledge.selectors import _bm25_matches, _plan
-
-    collection = factories.collection(name="Club")
-    factories.document(
-        collection=collection, text="Chess office notes: rota, desks, keys.", filename="once.txt"
-    )
-    factories.document(
-        collection=collection, text="Chess office notes: chess, chess, keys.", filename="thrice.txt"
-    )
-    factories.document(collection=collection, text="Office hours and desks.", filename="office.txt")
-    documents = {d.pk: d.filename for d in Document.objects.filter(collection=collection)}
-
-    def ranking(limit: int) -> list[tuple[str, float]]:
-        plan = _plan([collection.pk])
-        chunks = dict(Chunk.objects.filter(collection=collection).values_list("pk", "document_id"))
-        return [
-            (documents[chunks[cid]], score) for cid, score in _bm25_matches(["chess", "offic"], plan, limit)
-        ]
-
-    counted = ranking(5)
-    assert [name for name, _ in counted] == ["thrice.txt", "once.txt", "office.txt"]
-    assert counted[0][1] > counted[1][1]
-    assert ranking(1)[0][0] == "thrice.txt"
-
-    # Only the shortlist is counted: with a shortlist of one, the two chunks tie on words counted
-    # once and the first by id is the only one read.
-    monkeypatch.setattr(selectors, "BM25_TF_SHORTLIST", 1)
-    assert [name for name, _ in ranking(1)] == ["once.txt"]
 
 
 def test_in_a_large_table_words_are_kept_rarest_first_within_the_rank_budget(
