@@ -437,7 +437,9 @@ def _recall(found: Sequence[Sequence[int]], truth: Sequence[Sequence[int]]) -> f
 
 def _statement_kind(sql: str) -> str:
     if "ts_rank_cd" in sql:
-        return "keyword SQL"
+        return "keyword SQL (every word)"
+    if "unnest(" in sql and "lexeme" in sql:
+        return "keyword SQL (BM25, any word)"
     if "<=>" in sql:
         return "vector SQL"
     if sql.startswith("SET"):
