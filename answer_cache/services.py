@@ -465,6 +465,7 @@ def cache_lookup(
     exact_only: bool = False,
     semantic_only: bool = False,
     readable: Sequence[int] | None = None,
+    count: bool = True,
 ) -> CacheHit | None:
     """An earlier answer this user may be given for `question`, or None.
 
@@ -479,7 +480,9 @@ def cache_lookup(
     alone and counts no miss: the pipeline's fast path before it embeds anything, followed by a
     full lookup when it misses, which passes `semantic_only` to skip the exact key it already
     tried. `readable` is knowledge.selectors.readable_collection_ids(user,
-    the assistant's collections) when the caller already has it.
+    the assistant's collections) when the caller already has it. Without `count` the lookup is
+    not counted in the statistics: the caller counts it with `cache_lookup_count` once it knows
+    whether the answer is served (the pipeline looks up before the input checks decide).
     """
     started = time.perf_counter()
     if not settings.ANSWER_CACHE_ENABLED:
@@ -497,7 +500,8 @@ def cache_lookup(
         readable=list(readable),
     )
     if not scope.readable:
-        _count(assistant, None)
+        if count:
+            _count(assistant, None)
         return None
     rule = MatchRule.from_settings()
     found: Candidate | None = None
@@ -514,7 +518,8 @@ def cache_lookup(
                 vector = _embed(question, history)
             except provider.ProviderError as exc:
                 logger.warning("cache lookup skipped: %s", exc)
-                _count(assistant, None)
+                if count:
+                    _count(assistant, None)
                 return None
             if vector_out is not None:
                 vector_out.append(list(vector))
@@ -523,19 +528,30 @@ def cache_lookup(
         found = rule.choose(question, candidates)
     entry = _load(found.entry_id) if found is not None else None
     if entry is None or found is None:
-        _count(assistant, None)
+        if count:
+            _count(assistant, None)
         return None
     kind, similarity = ("exact", 1.0) if found.exact else ("semantic", found.similarity)
-    _count(assistant, kind, entry.pk)
-    entry.hits += 1
-    entry.last_hit_at = scope.now
-    return CacheHit(
+    hit = CacheHit(
         entry=entry,
         answer=entry.answer,
         kind=kind,
         similarity=round(similarity, 4),
         latency_ms=(time.perf_counter() - started) * 1000,
     )
+    if count:
+        cache_lookup_count(assistant=assistant, hit=hit)
+    return hit
+
+
+def cache_lookup_count(*, assistant: Assistant, hit: CacheHit | None) -> None:
+    """Count a lookup made with `count=False`: a miss, or the hit that was served."""
+    if hit is None:
+        _count(assistant, None)
+        return
+    _count(assistant, hit.kind, hit.entry.pk)
+    hit.entry.hits += 1
+    hit.entry.last_hit_at = timezone.now()
 
 
 # --- invalidation ----------------------------------------------------------------------------

@@ -387,6 +387,8 @@ def _check_input(turn: Turn, original: str, *, cached: bool = False) -> InputRes
     `min_similarity`, calibrated for its embedding model) is on topic by definition, so the
     scope check runs only for the others. So is a question `cached` (close to one answered from
     the knowledge base before), checked before any search and so with no match to vouch for it.
+    An answer served from the cache this way records these verdicts but none for retrieved
+    chunks or scope, since neither ran.
     """
     scope = "" if cached or not retrieval_is_weak(turn) else _scope_text(turn.assistant)
     result = check_input(
@@ -399,7 +401,9 @@ def _check_input(turn: Turn, original: str, *, cached: bool = False) -> InputRes
     turn.verdicts["input"] = [v.as_json() for v in result.verdicts]
     turn.verdicts["input_action"] = result.action
     turn.verdicts["categories"] = list(result.categories)
-    turn.latency["guard_input"] = round(result.latency_ms, 1)
+    # A flagged cache hit is checked again after retrieval: the record keeps the second verdicts
+    # and the time of both.
+    turn.latency["guard_input"] = round(turn.latency.get("guard_input", 0.0) + result.latency_ms, 1)
     return result
 
 
@@ -895,13 +899,18 @@ def answer_events(
 
     yield Stage("retrieving")
     _embed_question(turn)
-    # A paraphrase of a question answered before is served once the input checks let it through,
-    # without searching: its answer was grounded when it was cached. A message the checks doubt
-    # takes the full path, where a match in the knowledge base may vouch for it (_check_input).
+    # A paraphrase of a question answered before is served without a search when the input
+    # checks find nothing in it: its answer was grounded when it was cached. A message they flag
+    # in any way takes the full path, as if there were no hit: retrieval, then the checks again
+    # with its best match (which may vouch for it, or make a scope check run), and the hit only
+    # if nothing stops it there. The lookup is counted once that is decided.
     hit = None if replaying else _cache_lookup(turn, exact_only=False)
-    if hit is not None and _check_input(turn, original, cached=True).allowed:
-        yield from _answer_from_cache(turn, hit, began)
-        return
+    if hit is not None:
+        checked = _check_input(turn, original, cached=True)
+        if checked.allowed and not checked.categories:
+            _count_lookup(turn, hit)
+            yield from _answer_from_cache(turn, hit, began)
+            return
 
     if pinned_chunk_ids is not None:
         _retrieve_pinned(turn, pinned_chunk_ids)
@@ -915,6 +924,8 @@ def answer_events(
         yield Done(stopped)
         return
 
+    if not replaying:
+        _count_lookup(turn, hit)
     if hit is not None:
         yield from _answer_from_cache(turn, hit, began)
         return
@@ -1068,12 +1079,21 @@ def _cache_lookup(turn: Turn, *, exact_only: bool) -> answer_cache.CacheHit | No
             # The exact key missed before embedding: the full lookup only needs the nearest ones.
             semantic_only=turn.exact_tried and not exact_only,
             readable=_readable(turn),
+            count=exact_only,  # an exact hit is served at once; the full lookup, as _count_lookup
         )
     except Exception:
         logger.exception("answer cache lookup failed; answering without it")
         if exact_only:
             turn.exact_tried = False  # the full lookup tries the exact key again
         return None
+
+
+def _count_lookup(turn: Turn, hit: answer_cache.CacheHit | None) -> None:
+    """Count the full lookup in the cache statistics: the hit served, or a miss."""
+    try:
+        answer_cache.cache_lookup_count(assistant=turn.assistant, hit=hit)
+    except Exception:
+        logger.exception("answer cache count failed")
 
 
 def _answer_from_cache(turn: Turn, hit: answer_cache.CacheHit, began: float) -> Iterator[Event]:

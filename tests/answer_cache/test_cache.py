@@ -468,41 +468,74 @@ def test_a_paraphrase_is_served_after_the_input_checks_without_a_search(
     )
 
     assert served.cache_hit and served.text == ANSWER_TEXT
-    assert fake_provider.calls == []  # no model call
+    assert fake_provider.calls == []  # no chat call
     # Checked once, as a question on topic by definition: its answer came from the knowledge base.
     assert len(checked) == 1 and checked[0]["scope"] == "" and checked[0]["retrieval_score"] is None
     assert served.guardrails is not None and served.guardrails["input_action"] == "allow"
     assert "retrieval" not in served.latency_ms and "guard_input" in served.latency_ms
+    stats = selectors.cache_stats()
+    assert (stats.lookups, stats.semantic_hits) == (1, 1) and CachedAnswer.objects.get().hits == 1
 
 
 def test_a_paraphrase_the_input_checks_doubt_is_searched_before_it_is_served(
     assistant: Assistant, member: Any, expenses: Document, monkeypatch: Any
 ) -> None:
-    """A doubtful message takes the full path: a match in the knowledge base may vouch for it."""
+    """A flagged message takes the full path: a good enough match in the knowledge base vouches
+    for it (here a specialised-advice flag) and the hit is served; a weaker one does not."""
     from assistant import pipeline
 
     services.cache_store(answer=make_answer(assistant, member, [expenses]))
     check_input = pipeline.check_input
-    searched: list[str] = []
-    search = pipeline.knowledge.search
+    calls: list[dict[str, Any]] = []
+    vouching = {"score": 0.25}  # the fake bag-of-words embeddings match the chunk at ~0.3
 
     def doubt_unless_vouched(text: str, **kwargs: Any) -> Any:
+        calls.append(kwargs)
         result = check_input(text, **kwargs)
-        if kwargs["retrieval_score"] is None:
-            return dataclasses.replace(result, action="block", categories=["specialised_advice"])
+        score = kwargs["retrieval_score"]
+        if score is None or score < vouching["score"]:
+            return dataclasses.replace(
+                result, action="block", categories=["harm:specialised_advice"], reason="Specialised advice."
+            )
         return result
 
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        searched.append(args[1])
-        return search(*args, **kwargs)
-
     monkeypatch.setattr(pipeline, "check_input", doubt_unless_vouched)
-    monkeypatch.setattr(pipeline.knowledge, "search", spy)
-    served = assistant_services.answer_for(
-        user=member, question="When exactly are expense reports due?", assistant=assistant
-    )
+    paraphrase = "When exactly are expense reports due?"
+    served = assistant_services.answer_for(user=member, question=paraphrase, assistant=assistant)
 
-    assert searched and served.cache_hit and served.text == ANSWER_TEXT
+    assert served.cache_hit and served.text == ANSWER_TEXT
+    assert [c["retrieval_score"] is None for c in calls] == [True, False]  # checked again, vouched
+    assert served.guardrails is not None and served.guardrails["input_action"] == "allow"
+    assert "retrieval" in served.latency_ms
+    assert CachedAnswer.objects.get().hits == 1
+
+    # A match below what vouches for a question: stopped, not served, and not counted as a hit.
+    vouching["score"] = 1.01
+    stopped = assistant_services.answer_for(user=member, question=paraphrase, assistant=assistant)
+    assert not stopped.cache_hit and stopped.abstained
+    assert CachedAnswer.objects.get().hits == 1
+
+
+def test_a_paraphrase_the_input_checks_stop_is_not_served_from_the_cache(
+    assistant: Assistant, member: Any, expenses: Document, fake_provider: FakeProvider, settings: Any
+) -> None:
+    """Personal data in a close paraphrase (pii_action "rewrite"): the safe rewrite is offered,
+    as without the cache, and the lookup counts neither as a hit nor as a miss."""
+    from assistant import pipeline
+    from guardrails.checks import provider_text
+
+    settings.ANSWER_CACHE_SIMILARITY = 0.5  # the e-mail address moves the fake embedding away
+    services.cache_store(answer=make_answer(assistant, member, [expenses]))
+    question = f"{QUESTION} Reply to jane.doe@example.com"
+    redacted = provider_text(question, pipeline.guard_config(assistant))
+    assert lookup(member, assistant, redacted, count=False) is not None  # what the pipeline finds
+
+    answer = assistant_services.answer_for(user=member, question=question, assistant=assistant)
+
+    assert not answer.cache_hit and answer.abstained and answer.rewrite
+    assert fake_provider.calls == []
+    assert CachedAnswer.objects.get().hits == 0
+    assert selectors.cache_stats().lookups == 0
 
 
 # --- scope -----------------------------------------------------------------------------------

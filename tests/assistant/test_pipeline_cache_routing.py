@@ -188,7 +188,7 @@ def test_a_message_with_personal_data_skips_the_exact_path(
     fake_provider.replies = [GOOD, GOOD]
 
     ask(member, f"{QUESTION} Reply to jane.doe@example.com")
-    assert True not in lookups  # the input checks see it first, whatever they decide
+    assert True not in lookups  # no exact lookup: the input checks decide what happens to it
     seen = len(lookups)
     ask(member)
     assert lookups[seen:] == [True, False]
