@@ -15,9 +15,12 @@ inside it. This module imports no Django app, so the listeners are plain callabl
 
 from __future__ import annotations
 
+import array
+import base64
 import contextvars
 import json
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -464,6 +467,23 @@ def _stream_usage(usage: Usage, messages: Sequence[Message], chunks: int) -> Usa
     return Usage(prompt, completion, usage.cached_tokens, estimated)
 
 
+def _vector(embedding: object) -> list[float]:
+    """One vector as the server sent it. Asked for as base64 (little-endian float32, OpenAI's
+    format): a one-sentence query through the local server took 20 ms against 23 ms as a JSON
+    list, whose 384 numbers the SDK also turns into objects one by one (~1.7 ms). A server that
+    ignores the encoding sends the list, which is taken as it is."""
+    if isinstance(embedding, str):
+        values = array.array("f", base64.b64decode(embedding))
+        if sys.byteorder == "big":
+            values.byteswap()
+        return values.tolist()
+    if isinstance(embedding, list):
+        return [float(x) for x in embedding]
+    raise ProviderError(
+        "The embedding model returned a vector in an unknown form.", kind=ErrorKind.BAD_RESPONSE
+    )
+
+
 def embed(texts: Sequence[str], *, kind: EmbeddingKind, model: str | None = None) -> Embeddings:
     """Embed `texts` in batches of settings.EMBEDDING_BATCH_SIZE, keeping their order.
 
@@ -488,7 +508,7 @@ def embed(texts: Sequence[str], *, kind: EmbeddingKind, model: str | None = None
             batch = list(texts[start : start + size])
             try:
                 response = client.embeddings.create(
-                    model=model, input=batch, encoding_format="float", **extra
+                    model=model, input=batch, encoding_format="base64", **extra
                 )
             except openai.OpenAIError as exc:
                 raise _translate(exc, "embedding") from exc
@@ -498,7 +518,7 @@ def embed(texts: Sequence[str], *, kind: EmbeddingKind, model: str | None = None
                     f"The embedding model returned {len(rows)} vectors for {len(batch)} texts.",
                     kind=ErrorKind.BAD_RESPONSE,
                 )
-            vectors.extend(list(row.embedding) for row in rows)
+            vectors.extend(_vector(row.embedding) for row in rows)
             reported = int(getattr(response.usage, "prompt_tokens", 0) or 0)
             usage = usage + (
                 Usage(prompt_tokens=reported)

@@ -170,6 +170,29 @@ def test_an_embedding_call_is_heard_and_the_purpose_is_the_one_in_force(
     assert (record.kind, record.purpose, record.usage.prompt_tokens) == ("embed", "guardrail", 9)
 
 
+def test_embeddings_are_asked_for_as_base64_and_read_in_either_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    import array
+    import base64
+
+    dims = settings.EMBEDDING_DIMENSIONS
+    first = [0.5, -0.25] + [0.0] * (dims - 2)
+    packed = base64.b64encode(array.array("f", first).tobytes()).decode("ascii")
+    requests: list[dict[str, Any]] = []
+
+    def create(**request: Any) -> Any:
+        requests.append(request)
+        # A server may ignore the encoding it was asked for and send the numbers.
+        rows = [SimpleNamespace(index=0, embedding=packed), SimpleNamespace(index=1, embedding=[1.0] * dims)]
+        return SimpleNamespace(data=rows, usage=SimpleNamespace(prompt_tokens=2))
+
+    use_client(monkeypatch, FakeCompletions(), embeddings=SimpleNamespace(create=create))
+
+    vectors = REAL_EMBED(["one", "two"], kind="query").vectors
+
+    assert requests[0]["encoding_format"] == "base64"
+    assert vectors == [first, [1.0] * dims]
+
+
 def test_a_failing_listener_does_not_break_the_call(
     monkeypatch: pytest.MonkeyPatch, heard: list[provider.CallRecord]
 ) -> None:
