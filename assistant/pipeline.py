@@ -380,22 +380,26 @@ def _scope_text(assistant: Assistant) -> str:
     return "\n".join([assistant.scope, *descriptions]).strip()
 
 
-def _check_input(turn: Turn, original: str, *, cached: bool = False) -> InputResult:
+def _check_input(turn: Turn, original: str, *, cached: answer_cache.CacheHit | None = None) -> InputResult:
     """The input checks on the user's message, reusing the question's vector and retrieval's best match.
 
     A question the knowledge base answers (a match at or above the assistant's own
     `min_similarity`, calibrated for its embedding model) is on topic by definition, so the
-    scope check runs only for the others. So is a question `cached` (close to one answered from
-    the knowledge base before), checked before any search and so with no match to vouch for it.
+    scope check runs only for the others. So is a question close enough to one answered before
+    to be `cached`, checked before any search: the best match its earlier question had stands
+    for retrieval's (the documents that answered it are those its answer would be served from).
     An answer served from the cache this way records these verdicts but none for retrieved
     chunks or scope, since neither ran.
     """
-    scope = "" if cached or not retrieval_is_weak(turn) else _scope_text(turn.assistant)
+    scope = "" if cached is not None or not retrieval_is_weak(turn) else _scope_text(turn.assistant)
+    match = best_vector_score(turn) if turn.sources else None
+    if cached is not None:
+        match = _cached_match(cached)
     result = check_input(
         original,
         scope=scope,
         query_vector=turn.query_vector,
-        retrieval_score=best_vector_score(turn) if turn.sources else None,
+        retrieval_score=match,
         config=turn.guard,
     )
     turn.verdicts["input"] = [v.as_json() for v in result.verdicts]
@@ -405,6 +409,16 @@ def _check_input(turn: Turn, original: str, *, cached: bool = False) -> InputRes
     # and the time of both.
     turn.latency["guard_input"] = round(turn.latency.get("guard_input", 0.0) + result.latency_ms, 1)
     return result
+
+
+def _cached_match(hit: answer_cache.CacheHit) -> float | None:
+    """The best vector match retrieval found for the cached answer's own question, if recorded."""
+    scores = [
+        float(source["vector_score"])
+        for source in hit.answer.retrieved or []
+        if isinstance(source, dict) and isinstance(source.get("vector_score"), int | float)
+    ]
+    return max(scores, default=None)
 
 
 def _only_personal_data(result: InputResult) -> bool:
@@ -906,7 +920,7 @@ def answer_events(
     # if nothing stops it there. The lookup is counted once that is decided.
     hit = None if replaying else _cache_lookup(turn, exact_only=False)
     if hit is not None:
-        checked = _check_input(turn, original, cached=True)
+        checked = _check_input(turn, original, cached=hit)
         if checked.allowed and not checked.categories:
             _count_lookup(turn, hit)
             yield from _answer_from_cache(turn, hit, began)

@@ -516,6 +516,39 @@ def test_a_paraphrase_the_input_checks_doubt_is_searched_before_it_is_served(
     assert CachedAnswer.objects.get().hits == 1
 
 
+def test_the_cached_questions_own_match_vouches_for_a_paraphrase(
+    assistant: Assistant, member: Any, expenses: Document, monkeypatch: Any
+) -> None:
+    """A flag the knowledge base may vouch for is lifted on the fast path by the match retrieval
+    found for the cached question, whose documents the answer comes from: no search needed."""
+    from assistant import pipeline
+
+    source = make_answer(assistant, member, [expenses])
+    source.retrieved = [{**row, "vector_score": 0.91} for row in source.retrieved]
+    source.save(update_fields=["retrieved"])
+    services.cache_store(answer=source)
+    check_input = pipeline.check_input
+    scores: list[float | None] = []
+
+    def doubt_unless_vouched(text: str, **kwargs: Any) -> Any:
+        scores.append(kwargs["retrieval_score"])
+        result = check_input(text, **kwargs)
+        if kwargs["retrieval_score"] is None or kwargs["retrieval_score"] < 0.8:
+            return dataclasses.replace(result, action="block", categories=["harm:specialised_advice"])
+        return result
+
+    def no_search(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a vouched cache hit searched the knowledge base")
+
+    monkeypatch.setattr(pipeline, "check_input", doubt_unless_vouched)
+    monkeypatch.setattr(pipeline.knowledge, "search", no_search)
+    served = assistant_services.answer_for(
+        user=member, question="When exactly are expense reports due?", assistant=assistant
+    )
+
+    assert served.cache_hit and scores == [0.91]
+
+
 def test_a_paraphrase_the_input_checks_stop_is_not_served_from_the_cache(
     assistant: Assistant, member: Any, expenses: Document, fake_provider: FakeProvider, settings: Any
 ) -> None:
