@@ -77,6 +77,7 @@ class SearchPlan:
     readable_rows: int | None = None
     rows_by_collection: dict[int, int] = field(default_factory=dict)  # filtered plans only
     table_rows: int = 0  # PostgreSQL's estimate for the whole table
+    indexed_split: tuple[list[int], list[int]] | None = None  # see _indexed_split
     strategy: str = ""
     ef_search: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -137,7 +138,7 @@ def _vector_candidates(vector: Sequence[float], plan: SearchPlan, limit: int) ->
             )
             return cursor.fetchall()
 
-        split = _indexed_split(plan)
+        split = plan.indexed_split
         if split is not None:
             indexed, rest = split
             largest = max(plan.rows_by_collection[c] for c in indexed)
@@ -217,6 +218,7 @@ def _plan(ids: list[int]) -> SearchPlan:
     else:
         plan.rows_by_collection = {int(key): int(value) for key, value in sizes.items()}
         plan.readable_rows = sum(plan.rows_by_collection.values())
+    plan.indexed_split = _indexed_split(plan)  # both sides of a search read it
     return plan
 
 
@@ -430,7 +432,7 @@ BM25_B = 0.75
 
 def _bm25_sql(split: tuple[list[int], list[int]] | None) -> str:
     """The statement scoring chunks by `_bm25_matches`; with the reader's (indexed, rest) split
-    (`_indexed_split`) each word is looked up in each indexed collection's own GIN index."""
+    (`SearchPlan.indexed_split`) each word is looked up in each indexed collection's own GIN index."""
 
     def lookup(collections: str) -> str:
         return (
@@ -468,7 +470,7 @@ def _bm25_matches(lexemes: list[str], plan: SearchPlan, limit: int) -> list[tupl
     word common in one team's collection weighs little there whatever the rest of the table
     holds. The average chunk length is that of the matching chunks, an estimate of the reader's.
     """
-    split = _indexed_split(plan)
+    split = plan.indexed_split
     params: dict[str, Any] = {
         "lexemes": lexemes,
         "ids": plan.collection_ids,

@@ -14,8 +14,10 @@ from django.utils import timezone
 from answer_cache import selectors, services, tasks
 from answer_cache.models import CacheCounter, CachedAnswer
 from answer_cache.text import normalize_question
+from assistant import pipeline
 from assistant import services as assistant_services
 from assistant.models import Answer, Assistant
+from guardrails.checks import check_input, provider_text
 from knowledge import services as knowledge_services
 from knowledge.models import Collection, Document
 from tests import factories
@@ -445,27 +447,42 @@ def test_an_answer_made_by_the_pipeline_is_stored_and_served(
     assert lookup(outsider, assistant) is None
 
 
-def test_a_paraphrase_is_served_after_the_input_checks_without_a_search(
-    assistant: Assistant, member: Any, expenses: Document, fake_provider: FakeProvider, monkeypatch: Any
-) -> None:
-    from assistant import pipeline
+PARAPHRASE = "When exactly are expense reports due?"
 
-    services.cache_store(answer=make_answer(assistant, member, [expenses]))
-    checked: list[dict[str, Any]] = []
-    check_input = pipeline.check_input
 
-    def spy(text: str, **kwargs: Any) -> Any:
-        checked.append(kwargs)
-        return check_input(text, **kwargs)
+def checks_recorded(monkeypatch: Any, *, vouched_from: float | None = None) -> list[dict[str, Any]]:
+    """Record the pipeline's input-check calls. With `vouched_from`, a check given no knowledge-base
+    match, or a weaker one, flags specialised advice: the match vouches for it from that score."""
+    calls: list[dict[str, Any]] = []
 
+    def check(text: str, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        result = check_input(text, **kwargs)
+        score = kwargs["retrieval_score"]
+        if vouched_from is not None and (score is None or score < vouched_from):
+            return dataclasses.replace(
+                result, action="block", categories=["harm:specialised_advice"], reason="Specialised advice."
+            )
+        return result
+
+    monkeypatch.setattr(pipeline, "check_input", check)
+    return calls
+
+
+def forbid_search(monkeypatch: Any) -> None:
     def no_search(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a cache hit searched the knowledge base")
 
-    monkeypatch.setattr(pipeline, "check_input", spy)
     monkeypatch.setattr(pipeline.knowledge, "search", no_search)
-    served = assistant_services.answer_for(
-        user=member, question="When exactly are expense reports due?", assistant=assistant
-    )
+
+
+def test_a_paraphrase_is_served_after_the_input_checks_without_a_search(
+    assistant: Assistant, member: Any, expenses: Document, fake_provider: FakeProvider, monkeypatch: Any
+) -> None:
+    services.cache_store(answer=make_answer(assistant, member, [expenses]))
+    checked = checks_recorded(monkeypatch)
+    forbid_search(monkeypatch)
+    served = assistant_services.answer_for(user=member, question=PARAPHRASE, assistant=assistant)
 
     assert served.cache_hit and served.text == ANSWER_TEXT
     assert fake_provider.calls == []  # no chat call
@@ -482,26 +499,10 @@ def test_a_paraphrase_the_input_checks_doubt_is_searched_before_it_is_served(
 ) -> None:
     """A flagged message takes the full path: a good enough match in the knowledge base vouches
     for it (here a specialised-advice flag) and the hit is served; a weaker one does not."""
-    from assistant import pipeline
-
     services.cache_store(answer=make_answer(assistant, member, [expenses]))
-    check_input = pipeline.check_input
-    calls: list[dict[str, Any]] = []
-    vouching = {"score": 0.25}  # the fake bag-of-words embeddings match the chunk at ~0.3
-
-    def doubt_unless_vouched(text: str, **kwargs: Any) -> Any:
-        calls.append(kwargs)
-        result = check_input(text, **kwargs)
-        score = kwargs["retrieval_score"]
-        if score is None or score < vouching["score"]:
-            return dataclasses.replace(
-                result, action="block", categories=["harm:specialised_advice"], reason="Specialised advice."
-            )
-        return result
-
-    monkeypatch.setattr(pipeline, "check_input", doubt_unless_vouched)
-    paraphrase = "When exactly are expense reports due?"
-    served = assistant_services.answer_for(user=member, question=paraphrase, assistant=assistant)
+    # The fake bag-of-words embeddings match the chunk at ~0.3.
+    calls = checks_recorded(monkeypatch, vouched_from=0.25)
+    served = assistant_services.answer_for(user=member, question=PARAPHRASE, assistant=assistant)
 
     assert served.cache_hit and served.text == ANSWER_TEXT
     assert [c["retrieval_score"] is None for c in calls] == [True, False]  # checked again, vouched
@@ -510,8 +511,8 @@ def test_a_paraphrase_the_input_checks_doubt_is_searched_before_it_is_served(
     assert CachedAnswer.objects.get().hits == 1
 
     # A match below what vouches for a question: stopped, not served, and not counted as a hit.
-    vouching["score"] = 1.01
-    stopped = assistant_services.answer_for(user=member, question=paraphrase, assistant=assistant)
+    checks_recorded(monkeypatch, vouched_from=1.01)
+    stopped = assistant_services.answer_for(user=member, question=PARAPHRASE, assistant=assistant)
     assert not stopped.cache_hit and stopped.abstained
     assert CachedAnswer.objects.get().hits == 1
 
@@ -521,32 +522,15 @@ def test_the_cached_questions_own_match_vouches_for_a_paraphrase(
 ) -> None:
     """A flag the knowledge base may vouch for is lifted on the fast path by the match retrieval
     found for the cached question, whose documents the answer comes from: no search needed."""
-    from assistant import pipeline
-
     source = make_answer(assistant, member, [expenses])
     source.retrieved = [{**row, "vector_score": 0.91} for row in source.retrieved]
     source.save(update_fields=["retrieved"])
     services.cache_store(answer=source)
-    check_input = pipeline.check_input
-    scores: list[float | None] = []
+    calls = checks_recorded(monkeypatch, vouched_from=0.8)
+    forbid_search(monkeypatch)
+    served = assistant_services.answer_for(user=member, question=PARAPHRASE, assistant=assistant)
 
-    def doubt_unless_vouched(text: str, **kwargs: Any) -> Any:
-        scores.append(kwargs["retrieval_score"])
-        result = check_input(text, **kwargs)
-        if kwargs["retrieval_score"] is None or kwargs["retrieval_score"] < 0.8:
-            return dataclasses.replace(result, action="block", categories=["harm:specialised_advice"])
-        return result
-
-    def no_search(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a vouched cache hit searched the knowledge base")
-
-    monkeypatch.setattr(pipeline, "check_input", doubt_unless_vouched)
-    monkeypatch.setattr(pipeline.knowledge, "search", no_search)
-    served = assistant_services.answer_for(
-        user=member, question="When exactly are expense reports due?", assistant=assistant
-    )
-
-    assert served.cache_hit and scores == [0.91]
+    assert served.cache_hit and [c["retrieval_score"] for c in calls] == [0.91]
 
 
 def test_a_paraphrase_the_input_checks_stop_is_not_served_from_the_cache(
@@ -554,9 +538,6 @@ def test_a_paraphrase_the_input_checks_stop_is_not_served_from_the_cache(
 ) -> None:
     """Personal data in a close paraphrase (pii_action "rewrite"): the safe rewrite is offered,
     as without the cache, and the lookup counts neither as a hit nor as a miss."""
-    from assistant import pipeline
-    from guardrails.checks import provider_text
-
     settings.ANSWER_CACHE_SIMILARITY = 0.5  # the e-mail address moves the fake embedding away
     services.cache_store(answer=make_answer(assistant, member, [expenses]))
     question = f"{QUESTION} Reply to jane.doe@example.com"
