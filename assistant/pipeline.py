@@ -257,21 +257,25 @@ def retrieval_query(question: str, history: list[tuple[str, str]]) -> str:
 
 
 def _embed_question(turn: Turn) -> None:
-    """Embed the (redacted) question once: retrieval and the input checks share the vector."""
+    """Embed the (redacted) question once: the input checks, retrieval and the answer cache
+    share the vector. A follow-up is searched for with the previous question (see
+    `retrieval_query`): both texts go in one request."""
     started = time.perf_counter()
-    turn.query_vector = provider.embed([turn.question], kind="query").vectors[0]
+    texts = [turn.question]
+    query = retrieval_query(turn.question, turn.history)
+    if query != turn.question:
+        texts.append(query)
+    vectors = provider.embed(texts, kind="query").vectors
+    turn.query_vector, turn.retrieval_vector = vectors[0], vectors[-1]
     turn.latency["embedding"] = round((time.perf_counter() - started) * 1000, 1)
 
 
 def _retrieval_vector(turn: Turn) -> list[float]:
-    """The vector of what retrieval searches for: the question's own, or for a follow-up the
-    previous question with it (embedded once, then shared by search and the answer cache)."""
+    """The vector of what retrieval searches for: the question's own, or a follow-up's with the
+    previous question (`_embed_question` makes both)."""
     if turn.retrieval_vector is None:
-        query = retrieval_query(turn.question, turn.history)
-        if query == turn.question and turn.query_vector is not None:
-            turn.retrieval_vector = turn.query_vector
-        else:
-            turn.retrieval_vector = provider.embed([query], kind="query").vectors[0]
+        _embed_question(turn)
+    assert turn.retrieval_vector is not None
     return turn.retrieval_vector
 
 
