@@ -288,6 +288,55 @@ def test_a_lookup_with_vector_and_permissions_given_is_one_candidate_statement(
         assert lookup(member, assistant, other, **given(other)) is None
 
 
+def test_the_nearest_entries_are_walked_through_the_hnsw_index(
+    assistant: Assistant, finance: Collection
+) -> None:
+    from django.db import connection, transaction
+
+    from tests.fakes import fake_vector
+
+    scope = services._Scope(
+        assistant_id=assistant.pk, context_key="", now=timezone.now(), readable=[finance.pk]
+    )
+    sql, params = services._candidates_sql(scope, None, fake_vector(QUESTION), floor=0.9, limit=5)
+    with transaction.atomic(), connection.cursor() as cursor:
+        # A table this small would be scanned and sorted: the question is whether it need be.
+        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "cachedanswer_embedding_hnsw" in plan
+
+
+def test_a_walk_crowded_by_other_assistants_entries_compares_every_entry(
+    assistant: Assistant,
+    owner: Any,
+    member: Any,
+    expenses: Document,
+    monkeypatch: pytest.MonkeyPatch,
+    django_assert_num_queries: Any,
+) -> None:
+    from tests.fakes import fake_vector
+
+    monkeypatch.setattr(services, "NEAREST_WALK", 3)
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    paraphrase = "When are the expense reports due?"
+    # Three other assistants hold the paraphrase itself: the walk's three nearest entries.
+    others = [
+        Assistant.objects.create(name=f"Other {i}", scope="Other things.", prompt=assistant.prompt)
+        for i in range(3)
+    ]
+    for other in others:
+        assert services.cache_store(answer=make_answer(other, owner, [expenses], question=paraphrase))
+
+    given = {"query_vector": fake_vector(paraphrase), "readable": [expenses.collection_id]}
+    # The walk, crowded, then every entry compared; the served entry; the counter (+2 in a test).
+    with django_assert_num_queries(4 + 2):
+        hit = lookup(member, assistant, paraphrase, **given)
+
+    assert hit is not None and hit.kind == "semantic" and hit.answer.assistant == assistant
+
+
 def test_a_nearer_unservable_entry_does_not_hide_a_servable_one(
     assistant: Assistant, owner: Any, member: Any, expenses: Document
 ) -> None:
