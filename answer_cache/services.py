@@ -353,9 +353,9 @@ def _candidates_sql(
         # The NEAREST_WALK nearest entries of the whole table, of anyone, through its HNSW index.
         head = (
             "WITH near AS MATERIALIZED (SELECT n.id, n.embedding <=> %s::vector AS distance "  # noqa: S608
-            f"FROM {table} n ORDER BY n.embedding <=> %s::vector LIMIT %s) "
+            f"FROM {table} n ORDER BY distance LIMIT %s) "
         )
-        values += [literal, literal, NEAREST_WALK]
+        values += [literal, NEAREST_WALK]
     if digest is not None:
         branches.append(
             f"(SELECT e.id, e.question, TRUE, 1.0::float8 FROM {table} e "  # noqa: S608
@@ -363,9 +363,11 @@ def _candidates_sql(
         )
         values += [digest, *params]
     if walk:
-        # Those of the walk near enough and servable here; and a row saying so when every entry
-        # of the walk was near enough: more may be beyond it, and pgvector 0.6 filters after the
-        # walk, so the statement cannot know whose they are.
+        # Those of the walk near enough and servable here; and a row saying so when no entry of
+        # the walk lies beyond the floor. Entries beyond the walk may then be near enough too:
+        # it may have been all near ones, or have come back short (the index hands over at most
+        # hnsw.ef_search entries, and entries deleted or updated since the last vacuum count
+        # among them but are dropped), and pgvector 0.6 filters after the walk.
         branches.append(
             f"(SELECT e.id, e.question, FALSE, 1 - distance FROM near JOIN {table} e ON e.id = near.id "  # noqa: S608
             f"WHERE distance <= %s AND {servable} ORDER BY distance, {ties} LIMIT %s)"
@@ -373,19 +375,20 @@ def _candidates_sql(
         values += [1.0 - floor, *params, max(1, limit)]
         branches.append(
             f"(SELECT {_CROWDED}, '', FALSE, 0.0::float8 "  # noqa: S608
-            "WHERE (SELECT count(*) FROM near WHERE distance <= %s) >= %s)"
+            "WHERE NOT EXISTS (SELECT 1 FROM near WHERE distance > %s))"
         )
-        values += [1.0 - floor, NEAREST_WALK]
+        values += [1.0 - floor]
     elif vector is not None:
         # Every entry compared. The distance test comes first among the conditions (the servable
         # checks are subqueries, the planner runs them last), so the chunk and flag checks run
-        # only for entries near enough to be served.
+        # only for entries near enough to be served. Ordered by similarity, an order the HNSW
+        # index cannot produce, so the planner cannot walk it again.
         branches.append(
-            f"(SELECT e.id, e.question, FALSE, 1 - (e.embedding <=> %s::vector) "  # noqa: S608
+            f"(SELECT e.id, e.question, FALSE, 1 - (e.embedding <=> %s::vector) AS similarity "  # noqa: S608
             f"FROM {table} e WHERE (e.embedding <=> %s::vector) <= %s AND {servable} "
-            f"ORDER BY e.embedding <=> %s::vector, {ties} LIMIT %s)"
+            f"ORDER BY similarity DESC, {ties} LIMIT %s)"
         )
-        values += [literal, literal, 1.0 - floor, *params, literal, max(1, limit)]
+        values += [literal, literal, 1.0 - floor, *params, max(1, limit)]
     return head + " UNION ALL ".join(branches), values
 
 
@@ -398,10 +401,12 @@ def _candidates(
     served is loaded by `_load`, and a miss reads no more.
 
     The nearest are sought among the NEAREST_WALK nearest entries of the whole table, found
-    through its HNSW index: 1.6 ms at 5,000 entries, where comparing every entry took 8.9 and
-    grows with the cache. Every entry near enough to be served is among them unless the walk
-    is crowded, every entry of it near enough, by other assistants' or scopes' copies of a
-    popular question, say: then a second statement compares every servable entry.
+    through its HNSW index: 1.8 ms at 5,000 entries, where comparing every entry took 8.9 and
+    grows with the cache. When no entry of the walk lies beyond the floor (other assistants' or
+    scopes' copies of a popular question crowding it, say, or a table smaller than the walk),
+    servable entries may lie beyond it, and a second statement compares every entry, unless
+    the answer is known already: an exact hit, or `limit` servable entries from the walk,
+    which are nearer than anything beyond it.
     """
     if digest is None and vector is None:
         return []
@@ -409,10 +414,13 @@ def _candidates(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-        if any(pk == _CROWDED for pk, *_ in rows):
-            sql, params = _candidates_sql(scope, None, vector, floor=floor, limit=limit, exhaustive=True)
+    crowded = any(pk == _CROWDED for pk, *_ in rows)
+    rows = [row for row in rows if row[0] != _CROWDED]
+    if crowded and not any(row[2] for row in rows) and len(rows) < max(1, limit):
+        sql, params = _candidates_sql(scope, None, vector, floor=floor, limit=limit, exhaustive=True)
+        with connection.cursor() as cursor:
             cursor.execute(sql, params)
-            rows = [row for row in rows if row[2]] + cursor.fetchall()  # the exact hit, if any, first
+            rows = cursor.fetchall()
     return [Candidate(int(pk), str(question), bool(exact), float(sim)) for pk, question, exact, sim in rows]
 
 

@@ -269,6 +269,9 @@ def test_a_lookup_with_vector_and_permissions_given_is_one_candidate_statement(
     from tests.fakes import fake_vector
 
     services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    # An entry far from the questions below: the walk reaches past the floor, so it saw every
+    # entry near enough (see the crowded walk's tests).
+    services.cache_store(answer=make_answer(assistant, owner, [expenses], question="Who approves travel?"))
     paraphrase = "When are the expense reports due?"
     other = "Where do I submit receipts in the finance portal?"
 
@@ -288,53 +291,86 @@ def test_a_lookup_with_vector_and_permissions_given_is_one_candidate_statement(
         assert lookup(member, assistant, other, **given(other)) is None
 
 
-def test_the_nearest_entries_are_walked_through_the_hnsw_index(
+def test_the_nearest_entries_can_be_walked_through_the_hnsw_index(
     assistant: Assistant, finance: Collection
 ) -> None:
-    from django.db import connection, transaction
-
     from tests.fakes import fake_vector
 
     scope = services._Scope(
         assistant_id=assistant.pk, context_key="", now=timezone.now(), readable=[finance.pk]
     )
     sql, params = services._candidates_sql(scope, None, fake_vector(QUESTION), floor=0.9, limit=5)
+    exhaustive, values = services._candidates_sql(
+        scope, None, fake_vector(QUESTION), floor=0.9, limit=5, exhaustive=True
+    )
+
+    # A table this small would be scanned and sorted: what matters is whether it need be. The
+    # walk can use the index; the exhaustive comparison cannot, so it never walks it again.
+    assert "cachedanswer_embedding_hnsw" in explain(sql, params)
+    assert "cachedanswer_embedding_hnsw" not in explain(exhaustive, values)
+
+
+def explain(sql: str, params: list[Any]) -> str:
+    """The plan of `sql` with sequential scans and sorts priced out of reach."""
+    from django.db import connection, transaction
+
     with transaction.atomic(), connection.cursor() as cursor:
-        # A table this small would be scanned and sorted: the question is whether it need be.
         cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")
         cursor.execute("EXPLAIN " + sql, params)
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-
-    assert "cachedanswer_embedding_hnsw" in plan
+        return "\n".join(row[0] for row in cursor.fetchall())
 
 
-def test_a_walk_crowded_by_other_assistants_entries_compares_every_entry(
-    assistant: Assistant,
-    owner: Any,
-    member: Any,
-    expenses: Document,
-    monkeypatch: pytest.MonkeyPatch,
-    django_assert_num_queries: Any,
+@pytest.fixture
+def crowded(
+    assistant: Assistant, owner: Any, expenses: Document, monkeypatch: pytest.MonkeyPatch
+) -> list[Any]:
+    """A walk of three, crowded: three other assistants hold the paraphrase itself, nearer to it
+    than this assistant's entry for QUESTION (and nothing lies beyond the floor)."""
+    monkeypatch.setattr(services, "NEAREST_WALK", 3)
+    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
+    others = []
+    for i in range(3):
+        other = Assistant.objects.create(name=f"Other {i}", scope="Other things.", prompt=assistant.prompt)
+        assert services.cache_store(answer=make_answer(other, owner, [expenses], question=PARAPHRASE))
+        others.append(other)
+    return others
+
+
+def test_a_crowded_walk_compares_every_entry(
+    assistant: Assistant, member: Any, expenses: Document, crowded: list[Any], django_assert_num_queries: Any
 ) -> None:
     from tests.fakes import fake_vector
 
-    monkeypatch.setattr(services, "NEAREST_WALK", 3)
-    services.cache_store(answer=make_answer(assistant, owner, [expenses]))
-    paraphrase = "When are the expense reports due?"
-    # Three other assistants hold the paraphrase itself: the walk's three nearest entries.
-    others = [
-        Assistant.objects.create(name=f"Other {i}", scope="Other things.", prompt=assistant.prompt)
-        for i in range(3)
-    ]
-    for other in others:
-        assert services.cache_store(answer=make_answer(other, owner, [expenses], question=paraphrase))
-
-    given = {"query_vector": fake_vector(paraphrase), "readable": [expenses.collection_id]}
+    given = {"query_vector": fake_vector(PARAPHRASE), "readable": [expenses.collection_id]}
     # The walk, crowded, then every entry compared; the served entry; the counter (+2 in a test).
     with django_assert_num_queries(4 + 2):
-        hit = lookup(member, assistant, paraphrase, **given)
-
+        hit = lookup(member, assistant, PARAPHRASE, **given)
     assert hit is not None and hit.kind == "semantic" and hit.answer.assistant == assistant
+
+    # An exact hit needs nothing more, however crowded the walk.
+    with django_assert_num_queries(3 + 2):
+        hit = lookup(member, crowded[0], PARAPHRASE, **given)
+    assert hit is not None and hit.kind == "exact"
+
+
+def test_a_walk_that_comes_back_short_is_taken_for_crowded(
+    assistant: Assistant, member: Any, expenses: Document, crowded: list[Any]
+) -> None:
+    from django.db import connection, transaction
+
+    from tests.fakes import fake_vector
+
+    given = {"query_vector": fake_vector(PARAPHRASE), "readable": [expenses.collection_id]}
+    # The index hands over two entries, and one of those is gone: the walk sees one entry, near,
+    # and nothing beyond the floor. The servable entry is still found.
+    CachedAnswer.objects.filter(assistant=crowded[0]).delete()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off; SET LOCAL hnsw.ef_search = 2"
+        )
+        hit = lookup(member, assistant, PARAPHRASE, **given)
+
+    assert hit is not None and hit.answer.assistant == assistant
 
 
 def test_a_nearer_unservable_entry_does_not_hide_a_servable_one(
