@@ -9,7 +9,7 @@ from django.test import Client
 from django.urls import reverse
 
 from knowledge.models import Chunk, Collection
-from knowledge.selectors import chunks_readable_by, search
+from knowledge.selectors import chunks_readable_by, readable_collection_ids, search
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -111,3 +111,39 @@ def test_superuser_reads_everything(collections: dict[str, Collection], admin_us
 
     assert collection_ids(hits) == {c.pk for c in collections.values()}
     assert chunks_readable_by(admin_user).count() == Chunk.objects.count()
+
+
+def test_readable_collection_ids_follows_readable_by(member: Any, outsider: Any, admin_user: Any) -> None:
+    """The one-statement form every question asks gives the queryset's answer in every case."""
+    from django.contrib.auth.models import AnonymousUser
+
+    group = factories.group("Readers")
+    grouped = factories.user(username="grouped")
+    grouped.groups.add(group)
+    both = factories.user(username="both")
+    both.groups.add(group)
+    board = factories.collection(name="Board", readers=[member, both])
+    public = factories.collection(name="Everyone", public=True)
+    team = factories.collection(name="Team")
+    team.reader_groups.add(group)
+    board.reader_groups.add(group)
+    factories.collection(name="Nobody's")
+    narrowings: list[list[int | str] | None] = [
+        None,
+        [],
+        [board.pk],
+        ["Team", public.pk],
+        ["Board", board.pk],
+        ["No such collection", 10**9],
+    ]
+
+    for user in (AnonymousUser(), outsider, member, grouped, both, admin_user):
+        for narrowing in narrowings:
+            expected = Collection.objects.readable_by(user)
+            if narrowing is not None:
+                ids = [c for c in narrowing if isinstance(c, int)]
+                names = [c for c in narrowing if isinstance(c, str)]
+                expected = expected.filter(pk__in=ids) | expected.filter(name__in=names)
+            assert readable_collection_ids(user, narrowing) == sorted(
+                set(expected.values_list("pk", flat=True))
+            ), (user, narrowing)
