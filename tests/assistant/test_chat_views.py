@@ -276,6 +276,8 @@ def test_the_stream_sends_stages_deltas_and_the_rendered_answer(
     assert "<strong>due on the 5th</strong>" in html
     assert 'class="msg msg-assistant status-complete state-grounded"' in html
     assert 'data-fill="How do I submit receipts in the portal?"' in html
+    # Each source in the list shows the passage that supports the answer, to tell them apart.
+    assert '<q class="source-excerpt">Expense reports are due on the 5th of each month.' in html
     assert "data-stream-url" not in html
     pending.refresh_from_db()
     assert pending.status == Message.Status.COMPLETE
