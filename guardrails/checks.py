@@ -45,9 +45,10 @@ FALLBACK_INJECTION_THRESHOLD = 0.7  # rules only: the strong rules
 DEFAULT_TOPIC_THRESHOLD = 0.75
 # A benign technical sense ("kill a process") scales the classifier's harm score by this.
 BENIGN_SENSE_FACTOR = 0.3
-# Categories a good match in the user's own knowledge base vouches for: the documents they may
-# read hold the answer, so asking for it is neither a privacy breach nor unqualified advice.
-KNOWLEDGE_VOUCHED = {"privacy", "specialised_advice"}
+# A close match in the user's own knowledge base vouches for a question the harm classifier alone
+# flagged: the documents they may read hold the answer ("How can I protect my children?" in a
+# health FAQ, which the classifier took for illegal activity). Rule hits and moderation flags
+# are never vouched for.
 RULE_BLOCK_SCORE = 0.99
 RULE_REWRITE_SCORE = 0.9
 MAX_DECODED_EMBEDDED = 3
@@ -87,7 +88,11 @@ class GuardConfig:
     harm_threshold: float | None = None  # None: the model file's threshold
     injection_threshold: float | None = None
     topic_threshold: float = DEFAULT_TOPIC_THRESHOLD
-    knowledge_match: float = 0.8  # retrieval similarity at which KNOWLEDGE_VOUCHED harms are let through
+    # The retrieval similarity at which a knowledge-base match vouches for a classifier's flag. For
+    # multilingual-e5-small (bench/guardrails.py, "knowledge_vouching", the CDC FAQ as knowledge):
+    # at 0.88, 23 of the 178 readers' questions the checks stop stay stopped, and 3 of the 927
+    # Do-Not-Answer prompts they stop get through; at 0.87, 11 and 17; at 0.80, 2 and 733.
+    knowledge_match: float = 0.88
     pii_action: str = "rewrite"  # rewrite: offer the redacted text; redact: send it silently; block
     pii_kinds: tuple[str, ...] = PII_KINDS
     max_input_chars: int = 8000
@@ -474,7 +479,7 @@ def check_input(
                     if c != BENIGN
                 ]
                 score, harm_category = clf, max(ranked)[1]
-            source += " + classifier" if moderation is not None else "classifier"
+            source += " + classifier"
         rule_hits = harm.rule_hits(normalized.all_texts)
         if harm.benign_sense(normalized.text) and not any(h.action == harm.BLOCK for h in rule_hits):
             score *= BENIGN_SENSE_FACTOR
@@ -491,7 +496,7 @@ def check_input(
         if (
             flagged
             and not rule_hits
-            and harm_category in KNOWLEDGE_VOUCHED
+            and not (moderation is not None and moderation.flagged)
             and retrieval_score is not None
             and retrieval_score >= config.knowledge_match
         ):

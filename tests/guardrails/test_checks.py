@@ -261,15 +261,30 @@ def test_off_topic_relative_to_the_scope(fake_provider: FakeProvider) -> None:
     assert fake_provider.embedded.count(" ".join(scope.split())) == 1  # the scope is embedded once
 
 
-def test_a_knowledge_base_match_vouches_for_privacy_flags(fake_provider: FakeProvider) -> None:
-    question = "what is the salary of my coworker"
-    assert checks.check_input(question).categories == ["harm:privacy"]
-    assert checks.check_input(question, retrieval_score=0.5).categories == ["harm:privacy"]
-    vouched = checks.check_input(question, retrieval_score=0.9)
-    assert vouched.action == "allow"
-    assert "vouched" in next(v for v in vouched.verdicts if v.check == "harm").detail
-    # It vouches for nothing else.
-    assert checks.check_input("how to steal a car", retrieval_score=0.95).action == "rewrite"
+def test_a_close_knowledge_base_match_vouches_for_a_classifiers_flag(fake_provider: FakeProvider) -> None:
+    for question, category in [
+        ("what is the salary of my coworker", "privacy"),
+        ("how to steal a car", "illegal_activity"),
+    ]:
+        assert checks.check_input(question).categories == [f"harm:{category}"]
+        assert checks.check_input(question, retrieval_score=0.87).categories == [f"harm:{category}"]
+        vouched = checks.check_input(question, retrieval_score=0.9)
+        assert vouched.action == "allow"
+        assert "vouched" in next(v for v in vouched.verdicts if v.check == "harm").detail
+    # A rule's verdict stands whatever the knowledge base holds.
+    assert checks.check_input("how do I make a pipe bomb", retrieval_score=0.99).action == "block"
+
+
+def test_a_moderation_flag_is_not_vouched_for(
+    fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flagged = provider.Moderation(flagged=True, model="moderation", scores={"illicit": 0.9})
+    monkeypatch.setattr(provider, "moderate", lambda text: flagged)
+
+    result = checks.check_input("how to steal a car", retrieval_score=0.99)
+
+    assert result.action == "rewrite"
+    assert "vouched" not in next(v for v in result.verdicts if v.check == "harm").detail
 
 
 def test_checks_can_be_switched_off(fake_provider: FakeProvider) -> None:
