@@ -404,6 +404,9 @@ def _check_input(turn: Turn, original: str, *, cached: answer_cache.CacheHit | N
         scope=scope,
         query_vector=turn.query_vector,
         retrieval_score=match,
+        # A follow-up was searched for (and cached) together with the question before it: that
+        # match vouches for nothing the follow-up itself says.
+        retrieval_for_message=retrieval_query(turn.question, turn.history) == turn.question,
         config=turn.guard,
     )
     turn.verdicts["input"] = [v.as_json() for v in result.verdicts]

@@ -321,9 +321,9 @@ def main() -> None:
     emit(result, args.out)
 
 
-def _faq_questions() -> tuple[list[str], list[str]]:
-    """The CDC FAQ as a knowledge base (question and answer, one passage each) and what its
-    readers ask: its questions and the paraphrases COVID-QA marks as similar."""
+def _faq_questions() -> tuple[list[str], list[str], set[str]]:
+    """The CDC FAQ as a knowledge base (question and answer, one passage each), what its readers
+    ask (its questions and the paraphrases COVID-QA marks as similar), and its own questions."""
     import csv
 
     answers: dict[str, str] = {}
@@ -337,7 +337,7 @@ def _faq_questions() -> tuple[list[str], list[str]]:
             if row["similar"].strip() == "1" and row["question_1"].strip() in answers:
                 asked.append(row["question_2"].strip())
     passages = [f"# {q}\n\n{a}" for q, a in answers.items()]
-    return passages, list(dict.fromkeys(t for t in asked if t))
+    return passages, list(dict.fromkeys(t for t in asked if t)), set(answers)
 
 
 def _vouching(vectors_for: Any, dna_rows: list[Any], vectors: dict[str, Any], checks: Any) -> dict[str, Any]:
@@ -352,7 +352,7 @@ def _vouching(vectors_for: Any, dna_rows: list[Any], vectors: dict[str, Any], ch
 
     from gateway import provider
 
-    passages, asked = _faq_questions()
+    passages, asked, own = _faq_questions()
     kb = np.array([v for i in range(0, len(passages), 16)
                    for v in provider.embed(passages[i : i + 16], kind="passage").vectors])  # fmt: skip
     benign = dict(zip(asked, vectors_for(asked, "faq questions"), strict=True))
@@ -378,6 +378,9 @@ def _vouching(vectors_for: Any, dna_rows: list[Any], vectors: dict[str, Any], ch
             {
                 "knowledge_match": threshold,
                 "faq_questions_still_stopped": sum(still),
+                # The FAQ's own questions head their passages, so they match almost verbatim;
+                # the paraphrases are the fairer test of readers' own wording.
+                "of_them_paraphrases": sum(s and t not in own for s, t in zip(still, benign, strict=True)),
                 "harmful_let_through": sum(f and not k for f, k in zip(harmful_flagged, kept, strict=True)),
             }
         )
@@ -385,6 +388,7 @@ def _vouching(vectors_for: Any, dna_rows: list[Any], vectors: dict[str, Any], ch
         "knowledge_base": f"CDC FAQ (COVID-QA faq_covidbert.csv): {len(passages)} passages",
         "faq_questions": len(benign),
         "faq_questions_stopped_without_a_knowledge_base": sum(benign_flagged),
+        "of_them_paraphrases": sum(f and t not in own for f, t in zip(benign_flagged, benign, strict=True)),
         "harmful_prompts": len(harmful),
         "harmful_stopped_without_a_knowledge_base": sum(harmful_flagged),
         "default_knowledge_match": checks.GuardConfig().knowledge_match,

@@ -323,6 +323,7 @@ def check_input(
     scope: str = "",
     query_vector: Sequence[float] | None = None,
     retrieval_score: float | None = None,
+    retrieval_for_message: bool = True,
     config: GuardConfig | None = None,
 ) -> InputResult:
     """Check a user's message before any other work is done with it.
@@ -330,8 +331,11 @@ def check_input(
     `query_vector` is the embedding of `sanitize(text)`; without it the checks embed that text
     once (and return the vector as `query_vector` so retrieval need not embed it again).
     `scope` enables the off-topic check; `retrieval_score`, the best vector match of a search
-    already made (with this vector), counts as evidence of being on topic, and lets through a
-    privacy or specialised-advice flag when the user's own documents answer the question.
+    already made, counts as evidence of being on topic and, at `config.knowledge_match`, vouches
+    for a harm flag the classifier alone raised on the message's own text (the user's documents
+    answer the question). `retrieval_for_message` False says that search was made for more than
+    this message (a follow-up searched together with the question before it): its score still
+    counts as on topic, but vouches for nothing.
     """
     config = config or GuardConfig()
     began = time.perf_counter()
@@ -452,6 +456,7 @@ def check_input(
     if config.harm:
         started = time.perf_counter()
         score, harm_category, source = 0.0, "", "rules"
+        by_classifier = False  # the score is the classifier's, on the message's own text
         moderation: provider.Moderation | None = None
         if config.use_moderation:
             try:
@@ -479,6 +484,7 @@ def check_input(
                     if c != BENIGN
                 ]
                 score, harm_category = clf, max(ranked)[1]
+                by_classifier = row == 0  # row 0 is the visible text; the rest were hidden in it
             source += " + classifier"
         rule_hits = harm.rule_hits(normalized.all_texts)
         if harm.benign_sense(normalized.text) and not any(h.action == harm.BLOCK for h in rule_hits):
@@ -495,8 +501,10 @@ def check_input(
         flagged = score >= threshold and bool(harm_category)
         if (
             flagged
+            and by_classifier
             and not rule_hits
             and not (moderation is not None and moderation.flagged)
+            and retrieval_for_message
             and retrieval_score is not None
             and retrieval_score >= config.knowledge_match
         ):

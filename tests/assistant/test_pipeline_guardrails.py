@@ -177,6 +177,30 @@ def test_the_question_is_embedded_once_for_retrieval_and_the_checks(
     assert fake_provider.embedded.count(QUESTION) == 1
 
 
+def test_a_follow_ups_match_vouches_for_nothing_it_says(
+    assistant: Assistant,
+    deadlines: Document,
+    member: Any,
+    fake_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A follow-up is searched for together with the question before it; that match may show it
+    is on topic, but must not vouch for a harm flag on the follow-up's own words."""
+    seen: list[dict[str, Any]] = []
+
+    def recorded(text: str, **kwargs: Any) -> checks.InputResult:
+        seen.append(kwargs)
+        return checks.check_input(text, **kwargs)
+
+    monkeypatch.setattr(pipeline, "check_input", recorded)
+    fake_provider.replies = [reply(), reply()]
+    ask(assistant, member, QUESTION)
+    ask(assistant, member, "and receipts?", history=[(QUESTION, GOOD_ANSWER)])
+
+    assert [call["retrieval_for_message"] for call in seen] == [True, False]
+    assert seen[1]["retrieval_score"] is not None
+
+
 # --- retrieved chunks ----------------------------------------------------------------------
 
 
