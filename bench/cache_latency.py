@@ -27,10 +27,8 @@ Data: COVID-QA (deepset-ai/COVID-QA), Apache-2.0.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
-import os
 import random
 import re
 import sys
@@ -42,16 +40,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    DATASETS,
+    cdc_faq,
+    cdc_faq_pairs,
     emit,
     environment,
+    faq_doc,
+    ingest_pending,
     latency_summary,
     log,
     setup_django,
+    throwaway_database,
+    upload_texts,
 )
 
-FAQ = DATASETS / "covid-qa" / "faq_covidbert.csv"
-PAIRS = DATASETS / "covid-qa" / "eval_question_similarity_en.csv"
 CITATION = "COVID-QA (deepset-ai/COVID-QA: faq_covidbert.csv, eval_question_similarity_en.csv), Apache-2.0"
 SOURCE_ONE = re.compile(r"\[1\] \([^\n]*\)\n(.+?)(?:\n\n\[2\] |\Z)", re.S)
 
@@ -59,21 +60,14 @@ SOURCE_ONE = re.compile(r"\[1\] \([^\n]*\)\n(.+?)(?:\n\n\[2\] |\Z)", re.S)
 def _data(limit: int) -> tuple[list[tuple[str, list[str], str]], list[tuple[str, str]]]:
     """(question, its paraphrases, FAQ answer) for FAQ questions with a paraphrase, and the pairs
     the dataset marks as *not* similar (question, other question), a false-hit check."""
-    answers: dict[str, str] = {}
-    with FAQ.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            answers.setdefault(row["question"].strip(), row["answer"].strip())
+    answers = cdc_faq()
     paraphrases: dict[str, list[str]] = {}
     different: list[tuple[str, str]] = []
-    with PAIRS.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            question, other = row["question_1"].strip(), row["question_2"].strip()
-            if question not in answers or not other or other == question:
-                continue
-            if row["similar"].strip() == "1":
-                paraphrases.setdefault(question, []).append(other)
-            else:
-                different.append((question, other))
+    for question, other, similar in cdc_faq_pairs(answers):
+        if similar:
+            paraphrases.setdefault(question, []).append(other)
+        else:
+            different.append((question, other))
     rows = [(q, list(dict.fromkeys(p)), answers[q]) for q, p in paraphrases.items()][:limit]
     kept = {q for q, _, _ in rows}
     return rows, [(q, o) for q, o in different if q in kept]
@@ -116,18 +110,8 @@ def main() -> None:
     args = parser.parse_args()
     setup_django()
 
-    from django.conf import settings
-    from django.db import connection
-
-    test = settings.DATABASES["default"].setdefault("TEST", {})
-    test["NAME"] = f"bench_cache_{os.getpid()}"
-    original = settings.DATABASES["default"]["NAME"]
-    log(f"creating the throw-away database {test['NAME']}")
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    try:
+    with throwaway_database("bench_cache"):
         result = _run(args)
-    finally:
-        connection.creation.destroy_test_db(original, verbosity=0)
     emit(result, args.out)
 
 
@@ -200,7 +184,6 @@ def _time_statement(sql: str, params: Any, *, repeat: int, index_scans: bool = T
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     from django.conf import settings
-    from django.core.files.base import ContentFile
     from django.db import connection
 
     from answer_cache import services as cache
@@ -220,16 +203,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     user = User.objects.create_user(username="bench-reader", password="unused-" + str(random.random()))
     collection = knowledge.collection_create(name="bench-cache-faq")
     collection.reader_users.add(user)
-    started = time.perf_counter()
-    for i, (question, _, answer) in enumerate(rows):
-        outcome = knowledge.document_upload(
-            collection=collection,
-            file=ContentFile(f"# {question}\n\n{answer}\n".encode()),
-            filename=f"faq-{i:03}.md",
-            enqueue=False,
-        )
-        knowledge.document_ingest(document_id=outcome.document.pk)
-    log(f"indexed {len(rows)} documents in {time.perf_counter() - started:.1f} s")
+    docs = [faq_doc(i, question, answer) for i, (question, _, answer) in enumerate(rows)]
+    ingest_pending(upload_texts(collection, docs, enqueue=False), label="FAQ")
     assistant = assistant_services.assistant_default()
     assistant.collections.set([collection])
     assistant.min_similarity = 0.0  # every question is answered (and can be cached) in this bench

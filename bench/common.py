@@ -24,6 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Shared third-party data, read in place and never copied into the repository.
 DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 COVID_QA = DATASETS / "covid-qa" / "200423_covidQA.json"
+CDC_FAQ = DATASETS / "covid-qa" / "faq_covidbert.csv"
+CDC_FAQ_PAIRS = DATASETS / "covid-qa" / "eval_question_similarity_en.csv"
 SQUAD_DEV = DATASETS / "squad" / "dev-v2.0-half.json"
 
 CITATIONS = {
@@ -152,6 +154,23 @@ def emit(result: dict[str, Any], out: str | None = None) -> None:
     print(text, flush=True)
 
 
+@contextmanager
+def throwaway_database(prefix: str) -> Iterator[None]:
+    """A new, migrated database on the configured PostgreSQL server for the block, dropped after."""
+    from django.conf import settings
+    from django.db import connection
+
+    test = settings.DATABASES["default"].setdefault("TEST", {})
+    test["NAME"] = f"{prefix}_{os.getpid()}"
+    original = settings.DATABASES["default"]["NAME"]
+    log(f"creating the throw-away database {test['NAME']}")
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
+    try:
+        yield
+    finally:
+        connection.creation.destroy_test_db(original, verbosity=0)
+
+
 # --- users, collections, documents ------------------------------------------------------------
 
 
@@ -183,12 +202,13 @@ def collection_reset(name: str) -> Collection:
 @dataclass(frozen=True)
 class TextDoc:
     filename: str
-    title: str
+    title: str  # "": the upload derives it
     text: str
 
 
 def upload_texts(collection: Collection, docs: Iterable[TextDoc], *, enqueue: bool) -> list[int]:
-    """Upload each text as a UTF-8 .txt document; returns the document ids (duplicates included)."""
+    """Upload each text as a UTF-8 document (parsed by its filename's extension); returns the
+    document ids (duplicates included)."""
     from django.core.files.base import ContentFile
 
     from knowledge import services
@@ -264,3 +284,36 @@ def covid_docs(articles: Sequence[dict[str, Any]]) -> list[TextDoc]:
     return [
         TextDoc(f"covid-qa-{a['document_id']}.txt", covid_title(a["context"]), a["context"]) for a in articles
     ]
+
+
+def cdc_faq() -> dict[str, str]:
+    """The CDC FAQ of COVID-QA: each question once, with its first answer, in the file's order."""
+    import csv
+
+    answers: dict[str, str] = {}
+    with CDC_FAQ.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            question, answer = row["question"].strip(), row["answer"].strip()
+            if question and answer:
+                answers.setdefault(question, answer)
+    return answers
+
+
+def cdc_faq_pairs(answers: dict[str, str]) -> list[tuple[str, str, bool]]:
+    """(FAQ question, another question, marked similar) from COVID-QA's question pairs, in the
+    file's order, for the questions in `answers` (`cdc_faq()`)."""
+    import csv
+
+    pairs = []
+    with CDC_FAQ_PAIRS.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            question, other = row["question_1"].strip(), row["question_2"].strip()
+            if question in answers and other and other != question:
+                pairs.append((question, other, row["similar"].strip() == "1"))
+    return pairs
+
+
+def faq_doc(number: int, question: str, answer: str) -> TextDoc:
+    """One FAQ entry as a Markdown document: its question as the heading over its answer. The
+    title is left to the upload, as a user's would be (from the file name, then the heading)."""
+    return TextDoc(f"faq-{number:03}.md", "", f"# {question}\n\n{answer}\n")

@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (  # noqa: E402
     COVID_QA,
     DATASETS,
+    cdc_faq,
+    cdc_faq_pairs,
     emit,
     latency_summary,
     load_json,
@@ -78,8 +80,6 @@ TOPIC_SCOPES: dict[str, tuple[str, list[str]]] = {
 }  # fmt: skip
 TOPIC_THRESHOLDS = (0.70, 0.72, 0.74, 0.75, 0.76, 0.77, 0.78, 0.80, 0.82)
 VOUCH_THRESHOLDS = (0.80, 0.84, 0.86, 0.87, 0.88, 0.89, 0.90)
-FAQ = DATASETS / "covid-qa" / "faq_covidbert.csv"
-FAQ_PAIRS = DATASETS / "covid-qa" / "eval_question_similarity_en.csv"
 
 
 def main() -> None:
@@ -324,20 +324,10 @@ def main() -> None:
 def _faq_questions() -> tuple[list[str], list[str], set[str]]:
     """The CDC FAQ as a knowledge base (question and answer, one passage each), what its readers
     ask (its questions and the paraphrases COVID-QA marks as similar), and its own questions."""
-    import csv
-
-    answers: dict[str, str] = {}
-    with FAQ.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["question"].strip() and row["answer"].strip():
-                answers.setdefault(row["question"].strip(), row["answer"].strip())
-    asked = list(answers)
-    with FAQ_PAIRS.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["similar"].strip() == "1" and row["question_1"].strip() in answers:
-                asked.append(row["question_2"].strip())
+    answers = cdc_faq()
+    asked = list(answers) + [other for _, other, similar in cdc_faq_pairs(answers) if similar]
     passages = [f"# {q}\n\n{a}" for q, a in answers.items()]
-    return passages, list(dict.fromkeys(t for t in asked if t)), set(answers)
+    return passages, list(dict.fromkeys(asked)), set(answers)
 
 
 def _vouching(vectors_for: Any, dna_rows: list[Any], vectors: dict[str, Any], checks: Any) -> dict[str, Any]:

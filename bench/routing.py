@@ -34,21 +34,28 @@ Data: COVID-QA (deepset-ai/COVID-QA), Apache-2.0.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import DATASETS, emit, environment, log, setup_django  # noqa: E402
+from bench.common import (  # noqa: E402
+    DATASETS,
+    cdc_faq,
+    cdc_faq_pairs,
+    emit,
+    environment,
+    faq_doc,
+    ingest_pending,
+    log,
+    setup_django,
+    throwaway_database,
+    upload_texts,
+)
 
-FAQ = DATASETS / "covid-qa" / "faq_covidbert.csv"
-PAIRS = DATASETS / "covid-qa" / "eval_question_similarity_en.csv"
 LABELLED = Path(__file__).resolve().parent / "data" / "routing_labelled.jsonl"
 CITATION = (
     "COVID-QA (deepset-ai/COVID-QA: 200423_covidQA.json, faq_covidbert.csv, "
@@ -67,18 +74,11 @@ TARGET_SAVING = 0.40
 
 def _faq() -> list[tuple[str, str, list[str]]]:
     """(question, answer, paraphrases) of the CDC FAQ, each question once."""
-    answers: dict[str, str] = {}
-    with FAQ.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            question, answer = row["question"].strip(), row["answer"].strip()
-            if question and answer:
-                answers.setdefault(question, answer)
+    answers = cdc_faq()
     paraphrases: dict[str, list[str]] = {}
-    with PAIRS.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            question, other = row["question_1"].strip(), row["question_2"].strip()
-            if row["similar"].strip() == "1" and question in answers and other and other != question:
-                paraphrases.setdefault(question, []).append(other)
+    for question, other, similar in cdc_faq_pairs(answers):
+        if similar:
+            paraphrases.setdefault(question, []).append(other)
     return [(q, a, list(dict.fromkeys(paraphrases.get(q, [])))) for q, a in answers.items()]
 
 
@@ -182,8 +182,8 @@ class _StandIn:
         )
         # What a real answer of this length would be billed: capped at the request's max_tokens.
         completion = min(provider.estimate_tokens(content), int(params.max_tokens))
-        # The gateway's own count for a server that reports none: each message's text plus framing.
-        prompt = sum(provider.estimate_tokens(str(m.get("content") or "")) + 4 for m in messages)
+        # The gateway's own count for a server that reports none.
+        prompt = provider.prompt_estimate(messages)
         usage = provider.Usage(prompt_tokens=prompt, completion_tokens=completion, estimated=True)
         self.calls.append({"model": params.model, "prompt": usage.prompt_tokens, "completion": completion})
         return provider.ChatResult(
@@ -216,8 +216,6 @@ def _cost(calls: Sequence[dict[str, Any]], model: str | None = None) -> float:
 
 
 def _replay(args: argparse.Namespace) -> dict[str, Any]:
-    from django.core.files.base import ContentFile
-
     from assistant import pipeline
     from assistant import services as assistant_services
     from gateway import provider
@@ -226,16 +224,8 @@ def _replay(args: argparse.Namespace) -> dict[str, Any]:
 
     faq = _faq()
     collection = knowledge.collection_create(name="bench-routing-faq", is_public=True)
-    started = time.perf_counter()
-    for i, (question, answer, _) in enumerate(faq):
-        outcome = knowledge.document_upload(
-            collection=collection,
-            file=ContentFile(f"# {question}\n\n{answer}\n".encode()),
-            filename=f"faq-{i:03}.md",
-            enqueue=False,
-        )
-        knowledge.document_ingest(document_id=outcome.document.pk)
-    log(f"indexed {len(faq)} FAQ answers in {time.perf_counter() - started:.1f} s")
+    docs = [faq_doc(i, question, answer) for i, (question, answer, _) in enumerate(faq)]
+    ingest_pending(upload_texts(collection, docs, enqueue=False), label="FAQ")
 
     from django.contrib.auth.models import User
 
@@ -315,7 +305,6 @@ def main() -> None:
     setup_django()
 
     from django.conf import settings
-    from django.db import connection
 
     criterion, hand = _hand_labelled()
     result: dict[str, Any] = {
@@ -338,15 +327,8 @@ def main() -> None:
         },
     }
     settings.ANSWER_CACHE_ENABLED = False  # every question of the workload reaches a model
-    test = settings.DATABASES["default"].setdefault("TEST", {})
-    test["NAME"] = f"bench_routing_{os.getpid()}"
-    original = settings.DATABASES["default"]["NAME"]
-    log(f"creating the throw-away database {test['NAME']}")
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
-    try:
+    with throwaway_database("bench_routing"):
         result["workload"] = _replay(args)
-    finally:
-        connection.creation.destroy_test_db(original, verbosity=0)
     chat_model = settings.CHAT_MODEL
     result["quality"] = {
         "measured": False,

@@ -169,7 +169,7 @@ def estimate_tokens(text: str) -> int:
     return max(1, round(len(text) / 4)) if text else 0
 
 
-def _prompt_estimate(messages: Sequence[Message]) -> int:
+def prompt_estimate(messages: Sequence[Message]) -> int:
     # Each message costs a few tokens of framing besides its text.
     return sum(estimate_tokens(str(m.get("content") or "")) + 4 for m in messages)
 
@@ -463,7 +463,7 @@ def _stream_usage(usage: Usage, messages: Sequence[Message], chunks: int) -> Usa
     if completion == 0 and chunks:
         completion, estimated = chunks, True
     if prompt == 0:
-        prompt, estimated = _prompt_estimate(messages), True
+        prompt, estimated = prompt_estimate(messages), True
     return Usage(prompt, completion, usage.cached_tokens, estimated)
 
 

@@ -45,10 +45,6 @@ FALLBACK_INJECTION_THRESHOLD = 0.7  # rules only: the strong rules
 DEFAULT_TOPIC_THRESHOLD = 0.75
 # A benign technical sense ("kill a process") scales the classifier's harm score by this.
 BENIGN_SENSE_FACTOR = 0.3
-# A close match in the user's own knowledge base vouches for a question the harm classifier alone
-# flagged: the documents they may read hold the answer ("How can I protect my children?" in a
-# health FAQ, which the classifier took for illegal activity). Rule hits and moderation flags
-# are never vouched for.
 RULE_BLOCK_SCORE = 0.99
 RULE_REWRITE_SCORE = 0.9
 MAX_DECODED_EMBEDDED = 3
@@ -88,7 +84,10 @@ class GuardConfig:
     harm_threshold: float | None = None  # None: the model file's threshold
     injection_threshold: float | None = None
     topic_threshold: float = DEFAULT_TOPIC_THRESHOLD
-    # The retrieval similarity at which a knowledge-base match vouches for a classifier's flag. For
+    # The retrieval similarity at which a close match in the user's own knowledge base vouches for
+    # a question the harm classifier alone flagged: the documents they may read hold the answer
+    # ("How can I protect my children?" in a health FAQ, which the classifier took for illegal
+    # activity). Rule hits, moderation verdicts and hidden text are never vouched for. For
     # multilingual-e5-small (bench/guardrails.py, "knowledge_vouching", the CDC FAQ as knowledge):
     # at 0.88, 23 of the 178 readers' questions the checks stop stay stopped, and 3 of the 927
     # Do-Not-Answer prompts they stop get through; at 0.87, 11 and 17; at 0.80, 2 and 733.
