@@ -13,7 +13,8 @@ import hashlib
 import re
 import unicodedata
 
-from assistant.grounding import NUMBER, content_words
+from common.text import NUMBER
+from common.text import content_terms as content_words
 
 _SPACE = re.compile(r"\s+")
 # Punctuation at either end changes nothing about what is asked ("Refund policy?" is "refund policy").
