@@ -88,6 +88,10 @@ class CacheHit:
         return {
             "assistant": source.assistant,
             "text": source.text,
+            "answer_source": source.answer_source,
+            "evidence": source.evidence,
+            "evidence_strength": source.evidence_strength,
+            "model_text": source.model_text,
             "citations": source.citations,
             "confidence": source.confidence,
             "grounded": source.grounded,

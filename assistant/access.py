@@ -66,9 +66,16 @@ def answer_for_user(user: User, pk: int) -> Answer:
 
 
 def citation_of(answer: Answer, n: int) -> dict[str, object]:
+    """Source `n` of the answer: a citation, or a source its evidence quotes (which the model may
+    not have cited). Any other number is not the answer's to show."""
     for citation in answer.citations:
         if isinstance(citation, dict) and citation.get("n") == n:
             return citation
+    for item in answer.evidence or []:
+        if isinstance(item, dict) and item.get("n") == n:
+            retrieved = [r for r in answer.retrieved or [] if isinstance(r, dict)]
+            quarantined = any(r.get("n") == n and r.get("quarantined") for r in retrieved)
+            return {"n": n, "chunk_id": item.get("chunk_id"), "quote": "", "quarantined": quarantined}
     raise Http404("The answer has no such citation.")
 
 

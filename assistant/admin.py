@@ -39,7 +39,8 @@ class AssistantForm(ModelForm[Assistant]):
         model = Assistant
         fields = [
             *("name", "scope", "collections", "is_default", "prompt", "model", "temperature", "top_p"),
-            *("seed", "max_tokens", "top_k", "min_similarity", "tools_enabled", "guardrails", "routing"),
+            *("seed", "max_tokens", "top_k", "min_similarity", "tools_enabled", "evidence_answers"),
+            *("guardrails", "routing"),
         ]
 
     def clean_guardrails(self) -> dict[str, Any]:
@@ -76,7 +77,7 @@ class AssistantAdmin(admin.ModelAdmin[Assistant]):
                 "fields": ["prompt", "model", "temperature", "top_p", "seed", "max_tokens"],
             },
         ),
-        ("Retrieval", {"fields": ["top_k", "min_similarity", "tools_enabled"]}),
+        ("Retrieval", {"fields": ["top_k", "min_similarity", "tools_enabled", "evidence_answers"]}),
         (
             "Guardrails",
             {

@@ -382,8 +382,8 @@ def _until_text(events: Iterator[pipeline.Event]) -> list[pipeline.Event]:
     """
     started: list[pipeline.Event] = []
     for event in events:
-        if isinstance(event, pipeline.Stage):
-            continue
+        if isinstance(event, pipeline.Stage | pipeline.EvidenceFound):
+            continue  # the evidence reaches an API client in the final chunk's `groundwork`
         started.append(event)
         break
     return started

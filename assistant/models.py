@@ -57,6 +57,11 @@ class Assistant(models.Model):
     tools_enabled = models.BooleanField(
         default=False, help_text="Let the model call search and document tools (needs tool support)."
     )
+    evidence_answers = models.BooleanField(
+        default=True,
+        help_text="When the model's answer cannot be checked against the sources, show the sentences of "
+        "the sources that best answer the question (quoted) or abstain, instead of the unchecked answer.",
+    )
     guardrails = models.JSONField(
         default=dict,
         blank=True,
@@ -124,6 +129,14 @@ class Message(models.Model):
         return f"{self.role}: {self.content[:40]}"
 
 
+class AnswerSource(models.TextChoices):
+    """Whose text is shown as the answer."""
+
+    MODEL = "model", "The model's answer"
+    EVIDENCE = "evidence", "Quoted from the documents"
+    NONE = "none", "No answer (abstained or stopped)"
+
+
 class Answer(models.Model):
     """Everything about how one answer was made: the trace staff need to trust or correct it."""
 
@@ -143,6 +156,16 @@ class Answer(models.Model):
     suggestions = models.JSONField(default=list, blank=True)
     rewrite = models.CharField(max_length=500, blank=True, help_text="A more specific question to offer.")
     fallback = models.BooleanField(default=False, help_text="The model's output was unusable.")
+    answer_source = models.CharField(max_length=16, choices=AnswerSource.choices, default=AnswerSource.MODEL)
+    evidence = models.JSONField(
+        default=list, blank=True, help_text="The sentences of the sources that best answer the question."
+    )
+    evidence_strength = models.FloatField(
+        null=True, blank=True, help_text="How likely the best evidence answers the question, 0 to 1."
+    )
+    model_text = models.TextField(
+        blank=True, help_text="The model's own answer when another text is shown (evidence, abstention)."
+    )
     flagged = models.BooleanField(default=False)
     # Reproducibility
     model = models.CharField(max_length=100)
@@ -194,7 +217,8 @@ class Answer(models.Model):
         """One word for how much to trust it, used for styling: grounded, uncertain, ungrounded, abstained."""
         if self.abstained:
             return "abstained"
-        if self.fallback or self.grounded is False:
+        # A quoted passage is grounded by construction, whatever the model's own output was.
+        if self.answer_source != AnswerSource.EVIDENCE and (self.fallback or self.grounded is False):
             return "ungrounded"
         if self.low_confidence:
             return "uncertain"

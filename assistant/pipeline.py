@@ -21,9 +21,10 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from pydantic import ValidationError
 
 from answer_cache import services as answer_cache
-from assistant import grounding
-from assistant.models import Answer, Assistant, PromptTemplate
+from assistant import evidence, grounding
+from assistant.models import Answer, AnswerSource, Assistant, PromptTemplate
 from assistant.prompts import ANSWER_SCHEMA, REPAIR_INSTRUCTIONS, AnswerPayload
+from common.text import content_terms as content_words
 from gateway import provider
 from guardrails import pii
 from guardrails.checks import (
@@ -81,6 +82,14 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class EvidenceFound:
+    """The sentences of the retrieved sources that best answer the question, before any model call."""
+
+    items: list[evidence.Evidence]
+    level: evidence.Level
+
+
+@dataclass(frozen=True)
 class Done:
     answer: Answer
     # What retrieval searched for, and the redacted history it was asked in: the answer cache
@@ -89,7 +98,7 @@ class Done:
     history: list[tuple[str, str]] | None = None
 
 
-Event = Delta | Stage | Done
+Event = Delta | Stage | EvidenceFound | Done
 
 
 @dataclass(frozen=True)
@@ -198,6 +207,7 @@ class Turn:
     readable: list[int] | None = None  # collections the user may read within the assistant's, once a turn
     exact_tried: bool = False  # the answer cache's exact key was looked up before embedding
     decision: Decision | None = None  # which model answers, and why (routing)
+    selection: evidence.Selection | None = None  # the evidence found in the sources
 
     @functools.cached_property
     def scope(self) -> list[int] | None:
@@ -251,7 +261,7 @@ def _sources_from_hits(
 
 def retrieval_query(question: str, history: list[tuple[str, str]]) -> str:
     """A short follow-up ("and for GPL?") is searched together with the previous question."""
-    if history and len(grounding.content_words(question)) < 4:
+    if history and len(content_words(question)) < 4:
         return f"{history[-1][0]} {question}"
     return question
 
@@ -790,6 +800,35 @@ def _clean_suggestions(candidates: Sequence[str], question: str) -> list[str]:
     return out[:3]
 
 
+# A follow-up the model writes must read as a question: a question word or auxiliary first, or
+# a Chinese or Japanese question particle.
+_QUESTION_START = re.compile(
+    r"^(?:what|how|when|where|who|whom|whose|why|which|can|could|does|do|did|is|are|was|were|should"
+    r"|will|would|may|must|has|have|are)\b",
+    re.IGNORECASE,
+)
+_CJK_QUESTION = re.compile("嗎|吗|什麼|什么|如何|怎麼|怎么|為什麼|为什么|哪|誰|谁|幾|几|多少|是否|呢|か")
+SUGGESTION_SUPPORT = 0.6  # share of a follow-up's terms that one source must hold
+
+
+def _checked_suggestions(candidates: Sequence[str], question: str, sources: Sequence[Source]) -> list[str]:
+    """The model's follow-ups that pass a sanity check against the sources: each reads as a
+    question and most of its terms occur in one of the sources, so the knowledge could answer
+    it. A tiny model's "this answer has been deleted from the Debian repository?" does not."""
+    vocabularies = [content_words(f"{s.title} {s.heading} {s.text}") for s in sources]
+    kept = []
+    for suggestion in _clean_suggestions(candidates, question):
+        body = suggestion.rstrip("?？")
+        if not (_QUESTION_START.match(body) or _CJK_QUESTION.search(body)):
+            continue
+        wanted = content_words(body)
+        if len(wanted) < 2 or not vocabularies:
+            continue
+        if max(len(wanted & have) / len(wanted) for have in vocabularies) >= SUGGESTION_SUPPORT:
+            kept.append(suggestion)
+    return kept
+
+
 def suggestions_from_sources(sources: Sequence[Source], question: str) -> list[str]:
     """Follow-ups drawn from the headings of what was retrieved, when the model offers none."""
     ideas = []
@@ -807,7 +846,7 @@ def vague_rewrite(question: str, sources: Sequence[Source]) -> str:
     """A more specific version of a vague question, for the user to edit or accept."""
     # One content word or none ("tell me more", "and pricing?") leaves the topic to guess; two
     # ("expense deadline?") already name it.
-    words = grounding.content_words(question)
+    words = content_words(question)
     if len(words) >= 2 and not VAGUE.match(question.strip()):
         return ""
     if not sources:
@@ -843,8 +882,19 @@ def _record(turn: Turn, **fields: Any) -> Answer:
         latency_ms=turn.latency,
         guardrails=turn.verdicts,
         route=turn.decision.as_json() if turn.decision else {},
+        **_evidence_fields(turn),
         **fields,
     )
+
+
+def _evidence_fields(turn: Turn) -> dict[str, Any]:
+    selection = turn.selection
+    if selection is None:
+        return {}
+    return {
+        "evidence": [item.as_json() for item in selection.items],
+        "evidence_strength": round(selection.strength, 4) if selection.items else None,
+    }
 
 
 def citation_records(
@@ -951,6 +1001,12 @@ def answer_events(
         yield from _answer_from_cache(turn, hit, began)
         return
 
+    if turn.sources:
+        _select_evidence(turn)
+        assert turn.selection is not None
+        if turn.selection.items:
+            yield EvidenceFound(items=turn.selection.items, level=turn.selection.level)
+
     if retrieval_is_weak(turn):
         turn.latency["total"] = round((time.perf_counter() - began) * 1000, 1)
         off_topic = "off_topic" in turn.verdicts.get("categories", [])
@@ -960,6 +1016,7 @@ def answer_events(
                 turn,
                 text=NOT_FOUND_TEXT,
                 abstained=True,
+                answer_source=AnswerSource.NONE,
                 abstain_reason=OFF_TOPIC_REASON if off_topic else WEAK_RETRIEVAL_REASON,
                 confidence=0.0,
                 rewrite=vague_rewrite(turn.question, turn.sources),
@@ -1015,52 +1072,84 @@ def answer_events(
         except provider.ProviderError as exc:
             logger.warning("repair call failed: %s", exc)
             payload = None
+    reply = _model_reply(turn, payload)
     turn.latency["total"] = round((time.perf_counter() - began) * 1000, 1)
-    if payload is None:
-        yield Done(
-            _record(
-                turn,
-                text=FALLBACK_TEXT,
-                fallback=True,
-                grounded=False,
-                flagged=True,
-                confidence=0.0,
-                citations=citation_records(turn.sources, [s.number for s in turn.sources[:3]]),
-                suggestions=suggestions_from_sources(turn.sources, turn.question),
-                grounding={"grounded": False, "reason": "The model's output was unusable after one repair."},
-            )
-        )
-        return
+    answer = _final_answer(turn, reply)
+    cacheable = answer.answer_source != AnswerSource.NONE
+    yield Done(
+        answer,
+        query_vector=turn.retrieval_vector if cacheable else None,
+        history=turn.history if cacheable else None,
+    )
 
+
+def _select_evidence(turn: Turn) -> None:
+    """The sentences of the retrieved sources that best answer the question (`evidence.select`)."""
+    turn.selection = evidence.select(turn.question, turn.sources, query_vector=turn.retrieval_vector)
+    turn.latency["evidence"] = round(turn.selection.latency_ms, 1)
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """What the model's output amounts to, before the pipeline decides which text is shown."""
+
+    text: str  # the model's answer as written (redacted as it streamed), "" when it gave none
+    shown: str  # the same after the output checks (annotated, redacted, or withheld)
+    action: str  # the output checks' action: allow, rewrite or block
+    problem: str  # "" when the answer is usable and grounded; else why it cannot be shown
+    citations: list[int] = field(default_factory=list)
+    confidence: float = 0.0
+    suggestions: list[str] = field(default_factory=list)
+    check: grounding.Grounding | None = None
+    fallback: bool = False  # the output was unusable even after one repair
+
+    @property
+    def usable(self) -> bool:
+        return not self.problem
+
+
+MODEL_UNUSABLE = "The model's output was unusable after one repair."
+MODEL_ABSTAINED = "The model found no answer in the sources."
+MODEL_UNSUPPORTED = "Some of the model's statements are not supported by the sources it cited."
+
+
+def _model_reply(turn: Turn, payload: AnswerPayload | None) -> ModelReply:
+    if payload is None:
+        return ModelReply(text="", shown="", action="allow", problem=MODEL_UNUSABLE, fallback=True)
     text = payload.answer.strip()
     if not grounding.WORD.search(grounding.CITATION_MARK.sub("", text)):
         text = ""  # punctuation and marks alone (",, [1]") are no answer, and have no claim to check
     suggestions = [
-        _redact(s, turn.guard)
-        for s in _clean_suggestions(payload.follow_ups, turn.question)
-        or suggestions_from_sources(turn.sources, turn.question)
+        _redact(s, turn.guard) for s in _checked_suggestions(payload.follow_ups, turn.question, turn.sources)
     ]
     if payload.not_found or not text:
         shown, action = _check_output(turn, text) if text else (text, "allow")
-        yield Done(
-            _record(
-                turn,
-                text=shown or NOT_FOUND_TEXT,
-                abstained=True,
-                abstain_reason="The model found no answer in the sources.",
-                confidence=payload.confidence,
-                flagged=action == "block",
-                rewrite=vague_rewrite(turn.question, turn.sources),
-                suggestions=suggestions,
-            )
+        return ModelReply(
+            text=text,
+            shown=shown,
+            action=action,
+            problem=MODEL_ABSTAINED,
+            confidence=payload.confidence,
+            suggestions=suggestions,
         )
-        return
-
     shown, action = _check_output(turn, text)
     cited = [s for s in turn.sources if s.number in set(payload.citations)]
-    # The model saw each source's title and heading with its text, and may use their words. The
-    # model's own words are checked; what is stored of them is redacted like the answer.
+    # The model saw each source's title and heading with its text, and may use their words.
     check = grounding.check(text, [f"{s.title}\n{s.heading}\n{s.text}" for s in cited])
+    return ModelReply(
+        text=text,
+        shown=shown,
+        action=action,
+        problem="" if check.grounded else MODEL_UNSUPPORTED,
+        citations=payload.citations,
+        confidence=payload.confidence,
+        suggestions=suggestions,
+        check=check,
+    )
+
+
+def _stored_grounding(turn: Turn, check: grounding.Grounding) -> dict[str, Any]:
+    """The grounding trace, with the model's words redacted as the stored answer is."""
     stored = dataclasses.replace(
         check,
         claims=[
@@ -1070,21 +1159,150 @@ def answer_events(
             for c in check.claims
         ],
     )
-    yield Done(
-        _record(
+    return stored.as_json()
+
+
+def _final_answer(turn: Turn, reply: ModelReply) -> Answer:
+    """Which text is shown: the model's answer when it holds, else the evidence when it is strong
+    enough, else an abstention with the evidence shown as related passages.
+
+    The model's own text is kept (`model_text`) whenever another is shown, with the reason, so
+    the person can still read it behind a disclosure, with its warning.
+    """
+    selection = turn.selection or evidence.Selection()
+    suggestions = reply.suggestions or [
+        _redact(s, turn.guard) for s in suggestions_from_sources(turn.sources, turn.question)
+    ]
+    rewrite = vague_rewrite(turn.question, turn.sources)
+    model_grounding = _stored_grounding(turn, reply.check) if reply.check is not None else {}
+    if reply.action == "block":
+        # Withheld by an output check (a leak of the instructions, an insult): nobody reads it.
+        return _record(
             turn,
-            text=shown,
-            citations=citation_records(turn.sources, payload.citations, text),
-            confidence=payload.confidence,
-            grounded=check.grounded,
-            grounding=stored.as_json(),
-            flagged=action == "block" or not check.grounded,
+            text=WITHHELD_TEXT,
+            answer_source=AnswerSource.NONE,
+            abstained=reply.problem == MODEL_ABSTAINED,
+            abstain_reason=_shorten(reply.problem, 200) if reply.problem == MODEL_ABSTAINED else "",
+            citations=citation_records(turn.sources, reply.citations, reply.text),
+            confidence=reply.confidence,
+            grounded=reply.check.grounded if reply.check is not None else None,
+            grounding=model_grounding,
+            flagged=True,
             suggestions=suggestions,
-            rewrite=vague_rewrite(turn.question, turn.sources),
+            rewrite=rewrite,
+        )
+    if reply.usable:
+        return _record(
+            turn,
+            text=reply.shown,
+            answer_source=AnswerSource.MODEL,
+            citations=citation_records(turn.sources, reply.citations, reply.text),
+            confidence=reply.confidence,
+            grounded=True,
+            grounding=model_grounding,
+            suggestions=suggestions,
+            rewrite=rewrite,
+        )
+    if not turn.assistant.evidence_answers:
+        return _unchecked_answer(turn, reply, suggestions, rewrite, model_grounding)
+    model_text = _redact(reply.shown or reply.text, turn.guard)
+    if selection.level in evidence.ANSWERING_LEVELS:
+        return _record(
+            turn,
+            text=evidence.answer_text(selection),
+            answer_source=AnswerSource.EVIDENCE,
+            model_text=model_text,
+            citations=_evidence_citations(turn, selection),
+            confidence=round(selection.strength, 4),
+            grounded=True,
+            grounding={
+                "grounded": True,
+                "method": "evidence",
+                "score": 1.0,
+                "claims": [],
+                "model": {"problem": reply.problem, **model_grounding},
+            },
+            fallback=reply.fallback,
+            suggestions=suggestions,
+            rewrite=rewrite,
+        )
+    return _record(
+        turn,
+        text=NOT_FOUND_TEXT,
+        answer_source=AnswerSource.NONE,
+        model_text=model_text,
+        abstained=True,
+        abstain_reason=_shorten(
+            reply.problem if reply.problem == MODEL_ABSTAINED else EVIDENCE_WEAK_REASON, 200
         ),
-        query_vector=turn.retrieval_vector,
-        history=turn.history,
+        confidence=round(selection.strength, 4),
+        grounded=reply.check.grounded if reply.check is not None else None,
+        grounding={**model_grounding, "model": {"problem": reply.problem}},
+        fallback=reply.fallback,
+        suggestions=suggestions,
+        rewrite=rewrite,
     )
+
+
+def _unchecked_answer(
+    turn: Turn, reply: ModelReply, suggestions: list[str], rewrite: str, model_grounding: dict[str, Any]
+) -> Answer:
+    """With evidence answers turned off: the model's own text even when it could not be checked
+    (shown with its warning and flagged for review), its abstention, or the fallback text."""
+    if reply.fallback:
+        return _record(
+            turn,
+            text=FALLBACK_TEXT,
+            answer_source=AnswerSource.NONE,
+            fallback=True,
+            grounded=False,
+            flagged=True,
+            confidence=0.0,
+            citations=citation_records(turn.sources, [s.number for s in turn.sources[:3]]),
+            suggestions=suggestions,
+            grounding={"grounded": False, "reason": MODEL_UNUSABLE},
+        )
+    if reply.problem == MODEL_ABSTAINED:
+        return _record(
+            turn,
+            text=reply.shown or NOT_FOUND_TEXT,
+            answer_source=AnswerSource.NONE,
+            abstained=True,
+            abstain_reason=MODEL_ABSTAINED,
+            confidence=reply.confidence,
+            rewrite=rewrite,
+            suggestions=suggestions,
+        )
+    return _record(
+        turn,
+        text=reply.shown,
+        answer_source=AnswerSource.MODEL,
+        citations=citation_records(turn.sources, reply.citations, reply.text),
+        confidence=reply.confidence,
+        grounded=False,
+        grounding=model_grounding,
+        flagged=True,
+        suggestions=suggestions,
+        rewrite=rewrite,
+    )
+
+
+EVIDENCE_WEAK_REASON = (
+    "The passages found do not clearly answer this question, and the model's answer could not be checked "
+    "against them."
+)
+
+
+def _evidence_citations(turn: Turn, selection: evidence.Selection) -> list[dict[str, Any]]:
+    """The sources an evidence answer quotes, each with the quoted text as its supporting quote."""
+    shown = evidence.answer_parts(selection)
+    records = citation_records(turn.sources, [item.n for item in shown])
+    quotes: dict[int, str] = {}
+    for item in shown:
+        quotes[item.n] = f"{quotes[item.n]} {item.text}" if item.n in quotes else item.text
+    for record in records:
+        record["quote"] = quotes.get(record["n"], record["quote"])
+    return records
 
 
 def _cache_lookup(turn: Turn, *, exact_only: bool) -> answer_cache.CacheHit | None:

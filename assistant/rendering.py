@@ -123,6 +123,40 @@ def markdown_html(
     return sanitize(_markdown.render(text or "", env))
 
 
+def highlight_spans(text: str, spans: Sequence[tuple[int, int, str]]) -> SafeString:
+    """`text` escaped, with each (start, end, css class) span wrapped in <mark>; overlaps are merged
+    into the earlier span."""
+    parts: list[str] = []
+    position = 0
+    for start, end, css in sorted(spans):
+        start = max(start, position)
+        if not 0 <= start < end <= len(text):
+            continue
+        parts.append(escape(text[position:start]))
+        parts.append(format_html('<mark class="{}">{}</mark>', css, text[start:end]))
+        position = end
+    parts.append(escape(text[position:]))
+    return mark_safe("".join(str(p) for p in parts))  # noqa: S308 (every part is escaped above)
+
+
+def locate(
+    text: str, quoted: str, start: int | None = None, end: int | None = None
+) -> tuple[int, int] | None:
+    """Where `quoted` (possibly cut with "…" and with its spaces collapsed) lies in `text`.
+
+    The recorded offsets are tried first; a chunk shown differently (neutralised, re-indexed)
+    falls back to a search for the quoted words.
+    """
+    wanted = " ".join(quoted.strip("…").split())
+    if not wanted:
+        return None
+    if start is not None and end is not None and " ".join(text[start:end].split()) == wanted:
+        return start, end
+    pattern = r"\s+".join(re.escape(word) for word in wanted.split())
+    match = re.search(pattern, text)
+    return (match.start(), match.end()) if match else None
+
+
 def highlight(text: str, passage: str) -> SafeString:
     """`text` escaped, with the first occurrence of `passage` wrapped in <mark>."""
     passage = passage.strip()

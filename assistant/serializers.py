@@ -37,6 +37,18 @@ def citations_json(answer: Answer) -> list[dict[str, Any]]:
     return [{key: citation.get(key) for key in CITATION_KEYS} for citation in answer.citations or []]
 
 
+EVIDENCE_KEYS = ("text", "n", "chunk_id", "document_id", "filename", "score")
+
+
+def evidence_json(answer: Answer) -> list[dict[str, Any]]:
+    """The sentences of the sources that best answer the question, best first."""
+    return [
+        {key: item.get(key) for key in EVIDENCE_KEYS}
+        for item in answer.evidence or []
+        if isinstance(item, dict)
+    ]
+
+
 def latency_total(answer: Answer) -> float | None:
     total = (answer.latency_ms or {}).get("total")
     return None if total is None else float(total)
@@ -47,6 +59,8 @@ def answer_summary(answer: Answer) -> dict[str, Any]:
     return {
         "answer_id": answer.pk,
         "citations": citations_json(answer),
+        "answer_source": answer.answer_source,
+        "evidence": evidence_json(answer),
         "abstained": answer.abstained,
         "grounded": answer.grounded,
         "confidence": answer.confidence,
@@ -72,6 +86,10 @@ def answer_record(answer: Answer) -> dict[str, Any]:
         "answer_id": answer.pk,
         "question": answer.question,
         "answer": answer.text,
+        "answer_source": answer.answer_source,
+        "evidence": evidence_json(answer),
+        "evidence_strength": answer.evidence_strength,
+        "model_text": answer.model_text or None,
         "citations": citations_json(answer),
         "abstained": answer.abstained,
         "abstain_reason": answer.abstain_reason,

@@ -30,8 +30,8 @@ from django_htmx.middleware import HtmxDetails
 
 from assistant import access, pipeline, services
 from assistant.forms import FeedbackForm, FlagForm, MessageForm, NoticeForm
-from assistant.models import Answer, Assistant, Conversation, Message
-from assistant.rendering import highlight, markdown_html
+from assistant.models import Answer, AnswerSource, Assistant, Conversation, Message
+from assistant.rendering import highlight_spans, locate, markdown_html
 from gateway import provider
 from knowledge.selectors import example_questions
 
@@ -80,6 +80,9 @@ class Shown:
     timing: str = ""
     guard: Stop | None = None
     rating: int | None = None
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # each with the source's url
+    model_text: SafeString | None = None  # the model's own answer, when another text is shown
+    model_problem: str = ""
 
 
 def _answer_of(message: Message) -> Answer | None:
@@ -109,6 +112,10 @@ def _shown(message: Message, ratings: Mapping[int, int] | None = None) -> Shown:
     if answer is None or message.status != Message.Status.COMPLETE:
         return Shown(message=message, answer=answer, html=markdown_html(message.content))
     claims = answer.grounding.get("claims", []) if isinstance(answer.grounding, dict) else []
+    cite_url = _cite_url(answer)
+    model = answer.grounding.get("model") if isinstance(answer.grounding, dict) else None
+    if answer.answer_source == AnswerSource.EVIDENCE:
+        claims = model.get("claims", []) if isinstance(model, dict) else []
     return Shown(
         message=message,
         answer=answer,
@@ -119,6 +126,13 @@ def _shown(message: Message, ratings: Mapping[int, int] | None = None) -> Shown:
         timing=_timing(answer.latency_ms if isinstance(answer.latency_ms, dict) else {}),
         rating=(ratings or {}).get(answer.pk),
         guard=guard_stop(answer),
+        evidence=[
+            {**item, "url": cite_url(item["n"])}
+            for item in answer.evidence or []
+            if isinstance(item, dict) and isinstance(item.get("n"), int)
+        ],
+        model_text=markdown_html(answer.model_text) if answer.model_text.strip() else None,
+        model_problem=str(model.get("problem", "")) if isinstance(model, dict) else "",
     )
 
 
@@ -134,6 +148,12 @@ def _render_message(request: ChatRequest, message: Message) -> str:
     ratings = access.feedback_given(request.user, [answer] if answer else [])
     context = _fragment_context(request, item=_shown(fresh, ratings))
     return render_to_string(f"{PAGE}#message", context, request=request)
+
+
+def _render_evidence(request: ChatRequest, found: pipeline.EvidenceFound) -> str:
+    """The "From your documents" block, shown while the model is still writing."""
+    items = [item.as_json() for item in found.items]
+    return render_to_string(f"{PAGE}#evidence", {"items": items, "related": False}, request=request)
 
 
 def _send_url(conversation: Conversation | None) -> str:
@@ -267,6 +287,8 @@ def _answer_events(request: ChatRequest, message: Message) -> Iterator[str]:
                     yield _sse("stage", event.name)
                 elif isinstance(event, pipeline.Delta):
                     yield _sse("delta", json.dumps(event.text))
+                elif isinstance(event, pipeline.EvidenceFound):
+                    yield _sse("evidence", _render_evidence(request, event))
                 elif isinstance(event, services.Failed):
                     yield _sse("failed", _render_message(request, message))
                     return
@@ -389,12 +411,29 @@ def answer_source(request: ChatRequest, pk: int, n: int) -> HttpResponse:
         "answer": answer,
         "citation": citation,
         "chunk": chunk,
-        "text": highlight(chunk.text, str(citation.get("quote") or "")),
+        "text": highlight_spans(chunk.text, _marks(answer, citation, chunk.text)),
+        "evidence_marked": any(
+            isinstance(e, dict) and e.get("chunk_id") == chunk.pk for e in answer.evidence or []
+        ),
         "back_url": _answer_url(answer),
     }
     if request.htmx:
         return render(request, f"{PAGE}#source", context)
     return render(request, "assistant/panel.html", {**context, "fragment": f"{PAGE}#source"})
+
+
+def _marks(answer: Answer, citation: Mapping[str, Any], text: str) -> list[tuple[int, int, str]]:
+    """What to highlight in a source: the evidence found in it, and the quote supporting the answer."""
+    marks = []
+    for item in answer.evidence or []:
+        if isinstance(item, dict) and item.get("chunk_id") == citation.get("chunk_id"):
+            found = locate(text, str(item.get("text", "")), item.get("start"), item.get("end"))
+            if found:
+                marks.append((*found, "evidence"))
+    quote = locate(text, str(citation.get("quote") or ""))
+    if quote and not any(start <= quote[0] < end for start, end, _ in marks):
+        marks.append((*quote, "quote"))
+    return marks
 
 
 def _comparison(old: Answer, new: Answer) -> dict[str, Any]:

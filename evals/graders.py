@@ -22,8 +22,9 @@ from typing import Any, ClassVar
 from django.conf import settings
 
 from assistant import grounding
-from assistant.models import Answer
+from assistant.models import Answer, AnswerSource
 from assistant.prompts import ANSWER_SCHEMA
+from common.text import has_cjk
 from evals.models import Case, Grade
 from gateway import provider
 from knowledge import selectors as knowledge
@@ -90,8 +91,14 @@ def token_f1(prediction: str, truth: str) -> float:
 
 
 def normalised_contains(haystack: str, needle: str) -> bool:
-    """`needle` appears in `haystack` as whole words, after normalisation."""
+    """`needle` appears in `haystack` as whole words, after normalisation.
+
+    Chinese and Japanese have no spaces between words: there it is a plain substring, spaces
+    ignored ("臺中" in "會議在臺中舉行").
+    """
     small, big = normalise(needle), normalise(haystack)
+    if has_cjk(small):
+        return bool(small) and small.replace(" ", "") in big.replace(" ", "")
     return bool(small) and f" {small} " in f" {big} "
 
 
@@ -288,6 +295,42 @@ class AbstentionGrader(Grader):
         if answer.abstained:
             return GraderResult(0.0, False, f"Abstained on an answerable question ({answer.abstain_reason}).")
         return GraderResult(1.0, True, "Answered.")
+
+
+SOURCE_WORDS = {
+    AnswerSource.MODEL: "the model's answer",
+    AnswerSource.EVIDENCE: "the evidence quoted from the documents",
+    AnswerSource.NONE: "no answer",
+}
+
+
+@register
+class ShownAnswerGrader(Grader):
+    name = "shown_answer"
+    description = (
+        "The text shown as the answer, whoever wrote it (the model, or evidence quoted from the "
+        "documents), holds an expected answer; an unanswerable case shows none."
+    )
+
+    def applies(self, case: Case) -> bool:
+        return (case.expected_behaviour == Case.Behaviour.ANSWER and bool(case.expected)) or (
+            case.expected_behaviour == Case.Behaviour.ABSTAIN
+        )
+
+    def grade(self, case: Case, answer: Answer) -> GraderResult | None:
+        shown = SOURCE_WORDS.get(AnswerSource(answer.answer_source), answer.answer_source)
+        if case.expected_behaviour == Case.Behaviour.ABSTAIN:
+            if answer.answer_source == AnswerSource.NONE:
+                return GraderResult(1.0, True, "Showed no answer, as it should.")
+            return GraderResult(0.0, False, f"Showed {shown} to a question the sources cannot answer.")
+        if answer.answer_source == AnswerSource.NONE:
+            return GraderResult(0.0, False, "Showed no answer.")
+        text = answer_text(answer)
+        found = next((e for e in case.expected if normalised_contains(text, e)), None)
+        if found is not None:
+            return GraderResult(1.0, True, f"Shown answer ({shown}) holds {found!r}.")
+        best = max(token_f1(text, e) for e in case.expected)
+        return GraderResult(round(best, 4), False, f"Shown answer ({shown}) holds no expected answer.")
 
 
 @register

@@ -82,6 +82,26 @@ def grader_rates(run: Run) -> dict[str, dict[str, Any]]:
     return rates
 
 
+def rates_by_answer_source(run: Run) -> dict[str, dict[str, Any]]:
+    """Pass rates split by whose text was shown as the answer (the model, evidence, none)."""
+    rows = (
+        Result.objects.filter(
+            run=run, answer__isnull=False, status__in=[Result.Status.PASSED, Result.Status.FAILED]
+        )
+        .values("answer__answer_source")
+        .annotate(total=Count("pk"), passed=Count("pk", filter=Q(status=Result.Status.PASSED)))
+        .order_by("answer__answer_source")
+    )
+    return {
+        row["answer__answer_source"]: {
+            "total": row["total"],
+            "passed": row["passed"],
+            "pass_rate": _rate(row["passed"], row["total"]),
+        }
+        for row in rows
+    }
+
+
 def run_cost(run: Run) -> dict[str, Any]:
     """Cost of the run (unknown costs count as nothing): its answers' and its judge's calls.
 
@@ -238,6 +258,7 @@ def run_summary(run: Run, baseline: Run | None = None) -> dict[str, Any]:
         "errored": progress.counts.get(Result.Status.ERRORED, 0),
         "pass_rate": comparison.overall,
         "graders": comparison.graders,
+        "by_answer_source": rates_by_answer_source(run),
         "baseline": comparison.baseline.pk if comparison.baseline else None,
         "baseline_pass_rate": comparison.baseline_overall,
         "delta": comparison.delta,

@@ -85,6 +85,7 @@ def _run_context(run: Run) -> dict[str, Any]:
         "progress": selectors.run_progress(run),
         "comparison": comparison,
         "cost": selectors.run_cost(run),
+        "by_source": selectors.rates_by_answer_source(run),
         "duration": selectors.run_duration(run),
         "results": selectors.results_of(run),
         "regressed": {c.result_id for c in comparison.regressions},

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -45,6 +45,21 @@ def fake_provider(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
             provider, name, mock.create_autospec(getattr(provider, name), side_effect=getattr(fake, name))
         )
     return fake
+
+
+@pytest.fixture
+def evidence_strength(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """Sets how strong the evidence found is, whatever its features.
+
+    The strength is calibrated for the real embedding model (bench/evidence.py); the fake
+    embeddings are bags of words, so a test that depends on the level says which it wants.
+    """
+    from assistant import evidence
+
+    def strength(value: float) -> None:
+        monkeypatch.setattr(evidence, "_strength", lambda features: value)
+
+    return strength
 
 
 @pytest.fixture(autouse=True)

@@ -69,6 +69,7 @@
     if (!article.dataset.streamUrl || streams.has(id)) return;
     const stage = article.querySelector("[data-stage]");
     const text = article.querySelector("[data-stream-text]");
+    const evidenceSlot = article.querySelector("[data-evidence-slot]");
     const source = new EventSource(article.dataset.streamUrl);
     streams.set(id, source);
     streamed.set(id, "");
@@ -83,6 +84,13 @@
 
     source.addEventListener("stage", (event) => {
       if (stage) stage.textContent = STAGES[event.data] || event.data;
+    });
+    // What the documents say, before the model has written a word: rendered by the server.
+    source.addEventListener("evidence", (event) => {
+      if (!evidenceSlot) return;
+      const follow = nearBottom(messagesBox());
+      htmx.swap(evidenceSlot, event.data, { swapStyle: "innerHTML" });
+      if (follow) scrollToBottom(true);
     });
     source.addEventListener("delta", (event) => {
       const piece = JSON.parse(event.data);

@@ -29,6 +29,10 @@ def pending_for(user: Any, question: str = QUESTION) -> Message:
     return pending
 
 
+# The question's embedding, the evidence sentences' embedding, and the answer.
+CALLS = 3
+
+
 def test_the_answer_is_complete_at_once_and_its_bookkeeping_follows_the_commit(
     assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider
 ) -> None:
@@ -46,7 +50,7 @@ def test_the_answer_is_complete_at_once_and_its_bookkeeping_follows_the_commit(
         assert not CachedAnswer.objects.filter(answer=answer).exists()
 
     assert len(queued) == 1
-    assert ModelCall.objects.filter(answer=answer).count() == 2
+    assert ModelCall.objects.filter(answer=answer).count() == CALLS
     assert CachedAnswer.objects.filter(answer=answer).exists()
 
 
@@ -78,7 +82,7 @@ def test_a_failing_cache_store_is_retried_and_loses_nothing_of_the_answer(
     assert len(attempts) == 1 + tasks.BOOKKEEPING_RETRIES  # the first try and every retry
     assert "failed for good" in caplog.text
     # The calls were attached on the first try, before the cache failed; the retries keep them.
-    assert ModelCall.objects.filter(answer=answer).count() == 2
+    assert ModelCall.objects.filter(answer=answer).count() == CALLS
 
 
 def test_a_retry_that_succeeds_stores_the_entry(
@@ -128,7 +132,7 @@ def test_when_the_broker_refuses_the_task_the_bookkeeping_is_done_in_place(
     answer = Answer.objects.get(message=pending)
     assert "could not queue" in caplog.text
     assert CachedAnswer.objects.filter(answer=answer).exists()
-    assert ModelCall.objects.filter(answer=answer).count() == 2
+    assert ModelCall.objects.filter(answer=answer).count() == CALLS
 
 
 def test_an_api_answer_is_bookkept_after_its_commit_too(
@@ -142,7 +146,7 @@ def test_an_api_answer_is_bookkept_after_its_commit_too(
 
     assert len(queued) == 1
     assert CachedAnswer.objects.filter(answer=answer).exists()
-    assert ModelCall.objects.filter(answer=answer).count() == 2
+    assert ModelCall.objects.filter(answer=answer).count() == CALLS
 
 
 def test_an_exact_cache_hit_queues_nothing(

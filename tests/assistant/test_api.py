@@ -16,7 +16,7 @@ from django.test import Client
 from django.urls import reverse
 
 from assistant import pipeline, services
-from assistant.models import Answer, ApiToken, Flag
+from assistant.models import Answer, ApiToken, Assistant, Flag
 from gateway import provider
 from knowledge.models import Chunk, Collection
 from tests import factories
@@ -143,6 +143,8 @@ def test_completion_is_the_saved_answer_with_its_citations(
         "cache_hit",
         "cached_from",
         "citations",
+        "answer_source",
+        "evidence",
         "abstained",
         "grounded",
         "confidence",
@@ -151,6 +153,11 @@ def test_completion_is_the_saved_answer_with_its_citations(
         "latency_ms",
         "guardrails",
     }
+    assert extra["answer_source"] == "model"
+    first = extra["evidence"][0]
+    assert set(first) == {"text", "n", "chunk_id", "document_id", "filename", "score"}
+    assert first["text"] == "Expense reports are due on the 5th of each month." and first["n"] == 1
+    assert first["filename"] == "expenses.md" and first["chunk_id"] == citation["chunk_id"]
     assert extra["guardrails"]["input_action"] == "allow" and extra["guardrails"]["output"]
     assert extra["abstained"] is False
     assert extra["grounded"] is True
@@ -233,6 +240,7 @@ def test_stream_after_a_repair_ends_with_the_saved_answer(
 def test_flagged_streamed_answer_is_flagged_like_any_other(
     connect: Connect, outsider: Any, permissive: None, fake_provider: FakeProvider
 ) -> None:
+    Assistant.objects.update(evidence_answers=False)  # the unchecked answer is shown, so flagged
     fake_provider.replies.append(reply("Mars has two moons named Phobos and Deimos [1]."))
 
     chunks = list(ask(connect(outsider), stream=True))
@@ -241,6 +249,36 @@ def test_flagged_streamed_answer_is_flagged_like_any_other(
     assert extra["grounded"] is False
     flag = Flag.objects.get(answer_id=extra["answer_id"])
     assert (flag.category, flag.source) == (Flag.Category.UNSUPPORTED, Flag.Source.GROUNDING)
+
+
+@live
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_message_content_is_the_quoted_evidence_when_the_models_answer_cannot_be_checked(
+    connect: Connect,
+    outsider: Any,
+    permissive: None,
+    fake_provider: FakeProvider,
+    evidence_strength: Callable[[float], None],
+    stream: bool,
+) -> None:
+    evidence_strength(0.9)
+    unsupported = "Mars has two moons named Phobos and Deimos [1]."
+    fake_provider.replies.append(reply(unsupported))
+
+    if stream:
+        chunks = list(ask(connect(outsider), stream=True))
+        content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        extra = chunks[-1].model_extra["groundwork"]
+    else:
+        response = ask(connect(outsider))
+        content, extra = response.choices[0].message.content or "", response.model_extra["groundwork"]
+
+    answer = Answer.objects.get(pk=extra["answer_id"])
+    assert extra["answer_source"] == "evidence" and extra["grounded"] is True
+    assert answer.text.startswith("Expense reports are due on the 5th of each month. [1]")
+    # A stream cannot take back the model's streamed words: the shown answer follows them.
+    assert content.endswith(answer.text) if stream else content == answer.text
+    assert extra["evidence"][0]["text"] == "Expense reports are due on the 5th of each month."
 
 
 @live

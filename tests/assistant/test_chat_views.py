@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -313,10 +314,37 @@ def test_an_abstained_answer_is_grey_and_says_not_found(
     assert fake_provider.calls == []
 
 
-def test_an_ungrounded_answer_warns_and_lists_the_unsupported_statement(
+INVENTED = "Late expense reports are forgiven by the regional vice president every December."
+
+
+def test_an_ungrounded_answer_gives_way_to_the_evidence_and_is_kept_behind_a_disclosure(
+    member_client: Client,
+    policies: Collection,
+    fake_provider: FakeProvider,
+    evidence_strength: Callable[[float], None],
+) -> None:
+    evidence_strength(0.9)
+    fake_provider.replies.append(reply(f"Expense reports are due on the 5th of each month [1]. {INVENTED}"))
+    message = ask(member_client)
+
+    events = stream(member_client, message)
+
+    # The evidence came before the model wrote anything, then the model's text, then the answer.
+    kinds = [kind for kind, _ in events]
+    assert kinds.index("evidence") < kinds.index("delta")
+    assert "From your documents" in dict(events)["evidence"]
+    html = events[-1][1]
+    assert "state-grounded" in html and "Quoted from your documents" in html
+    assert 'class="bubble answer-text quoted"' in html and "due on the 5th of each month" in html
+    assert '<details class="model-text small">' in html and INVENTED in html
+    assert f"<li>{INVENTED}</li>" in html  # the statement that failed the check, listed
+
+
+def test_with_evidence_answers_off_an_ungrounded_answer_warns_and_lists_the_unsupported_statement(
     member_client: Client, policies: Collection, fake_provider: FakeProvider
 ) -> None:
-    invented = "Late expense reports are forgiven by the regional vice president every December."
+    Assistant.objects.update(evidence_answers=False)
+    invented = INVENTED
     message = answered(
         member_client, fake_provider, f"Expense reports are due on the 5th of each month [1]. {invented}"
     )
@@ -512,10 +540,11 @@ def test_the_source_panel_shows_the_chunk_with_the_quote_marked(
     html = response.content.decode()
     assert response.status_code == 200
     assert "Expense policy" in html and "expenses.md" in html and "Policies" in html
-    assert "<mark>" in html and "due on the 5th of each month" in html
+    assert '<mark class="evidence">Expense reports are due on the 5th of each month.</mark>' in html
+    assert "the sentences that best match your question" in html
     assert "<html" not in html
     page = member_client.get(reverse("assistant:source", args=[answer.pk, 1]))
-    assert "<html" in page.content.decode() and "<mark>" in page.content.decode()
+    assert "<html" in page.content.decode() and '<mark class="evidence">' in page.content.decode()
 
 
 def test_the_source_panel_respects_collection_permissions(

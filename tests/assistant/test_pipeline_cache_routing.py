@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -53,16 +54,42 @@ def test_the_same_question_is_answered_from_the_cache_without_a_model_call(
     assert "Answered from an earlier answer to: “When are expense reports due?”" in page
 
 
-def test_an_ungrounded_answer_is_not_served_again(
-    assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider
+def test_an_abstention_is_not_served_again(
+    assistant: Assistant,
+    policy: Document,
+    member: Any,
+    fake_provider: FakeProvider,
+    evidence_strength: Callable[[float], None],
 ) -> None:
+    evidence_strength(0.1)  # the model's answer fails grounding and the evidence is weak: no answer
     fake_provider.replies = [UNGROUNDED, GOOD]
     first = ask(member)
-    assert first.grounded is False
+    assert first.grounded is False and first.answer_source == "none"
 
     again = ask(member)
 
     assert not again.cache_hit and again.grounded and chat_calls(fake_provider) == 2
+
+
+def test_an_evidence_answer_is_cached_like_a_grounded_model_answer(
+    assistant: Assistant,
+    policy: Document,
+    member: Any,
+    fake_provider: FakeProvider,
+    evidence_strength: Callable[[float], None],
+) -> None:
+    """On a weak model most answers are the evidence: asked twice, the second is a cache hit."""
+    evidence_strength(0.9)
+    fake_provider.replies = [UNGROUNDED]
+    first = ask(member)
+    assert first.answer_source == "evidence" and first.grounded is True and not first.flagged
+    assert CachedAnswer.objects.filter(answer=first).exists()
+
+    again = ask(member)
+
+    assert again.cache_hit and again.cached_from == first and chat_calls(fake_provider) == 1
+    assert again.answer_source == "evidence" and again.text == first.text
+    assert again.evidence == first.evidence and again.model_text == first.model_text
 
 
 def test_changing_the_assistant_drops_its_cached_answers(
@@ -153,7 +180,8 @@ def test_storing_an_answer_in_the_cache_reuses_the_retrieval_vector(
     answer = ask(member)
 
     assert answer.grounded and CachedAnswer.objects.filter(answer=answer).exists()
-    assert fake_provider.embedded[before:] == [QUESTION]  # once, for retrieval and the cache
+    # Once, for retrieval and the cache; then only the evidence's sentences.
+    assert fake_provider.embedded[before] == QUESTION and fake_provider.embedded[before:].count(QUESTION) == 1
 
 
 def test_flagging_a_served_copy_stops_the_cache_serving_it(

@@ -238,7 +238,10 @@ def test_a_clean_document_is_not_quarantined(
 def test_personal_data_in_the_answer_is_redacted_in_the_stream_and_the_record(
     assistant: Assistant, deadlines: Document, member: Any, fake_provider: FakeProvider
 ) -> None:
-    leaky = f"Expense reports are due on the 5th of each month [1]. Send them to {EMAIL} by then [1]."
+    leaky = (
+        "Expense reports are due on the 5th of each month [1]. Submit expense reports in the finance portal "
+        f"with the receipts attached each month, or send them to {EMAIL} [1]."
+    )
     fake_provider.replies = [reply(leaky)]
 
     answer, deltas = ask(assistant, member, QUESTION)
@@ -247,6 +250,7 @@ def test_personal_data_in_the_answer_is_redacted_in_the_stream_and_the_record(
     assert EMAIL not in streamed and "[EMAIL]" in streamed
     assert EMAIL not in answer.text and "[EMAIL]" in answer.text
     assert EMAIL not in answer.raw_output and EMAIL not in json.dumps(answer.grounding)
+    assert answer.answer_source == "model" and answer.grounded
     assert answer.guardrails["output_action"] == "rewrite"
     assert "pii:email" in answer.guardrails["output_categories"]
 
@@ -368,4 +372,4 @@ def test_the_source_panel_marks_a_quarantined_source_and_highlights_the_quote(
     assert "Quarantined" in page
     text = panel.content.decode()
     assert "Quarantined." in text
-    assert "<mark>Expense reports are due on the 5th of each month.</mark>" in text
+    assert '<mark class="evidence">Expense reports are due on the 5th of each month.</mark>' in text

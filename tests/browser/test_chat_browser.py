@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -120,7 +120,9 @@ def test_asking_reading_a_source_and_reacting(
     panel = page.locator("#source-panel")
     expect(panel).to_be_visible()
     expect(panel.locator("h2")).to_contain_text("Expense policy")
-    expect(panel.locator("mark")).to_contain_text("Expense reports are due on the 5th of each month")
+    expect(panel.locator(".source-text mark").first).to_contain_text(
+        "Expense reports are due on the 5th of each month"
+    )
     page.keyboard.press("Escape")
     expect(panel).to_be_hidden()
 
@@ -219,24 +221,31 @@ def reply(answer: str = ANSWER, *, confidence: float = 0.9, not_found: bool = Fa
 
 
 def test_each_kind_of_answer_looks_different(
-    page: Page, live_server: Any, knowledge: Any, fake_provider: FakeProvider, settings: Any
+    page: Page,
+    live_server: Any,
+    knowledge: Any,
+    fake_provider: FakeProvider,
+    settings: Any,
+    evidence_strength: Callable[[float], None],
 ) -> None:
     # The same question each time, each answered by the model: no answer from the cache.
     settings.ANSWER_CACHE_ENABLED = False
     conversation = services.conversation_create(user=knowledge)
-    outcomes = [
-        reply(),
-        reply(confidence=0.2),
-        reply(
-            "Expense reports are due on the 5th [1]. "
-            "Late reports are forgiven by the regional board every winter."
-        ),
-        reply("The sources do not say.", not_found=True),
-        provider.ProviderError(
-            "The chat model server cannot be reached.", kind=provider.ErrorKind.UNAVAILABLE
+    unsupported = "Expense reports are due on the 5th [1]. Late reports are forgiven by the board."
+    outcomes: list[tuple[float, Any]] = [
+        (0.9, reply()),
+        (0.9, reply(confidence=0.2)),
+        (0.9, reply(unsupported)),  # the evidence is quoted instead, the model's text kept behind it
+        (0.1, reply("The sources do not say.", not_found=True)),  # weak evidence: not found
+        (
+            0.9,
+            provider.ProviderError(
+                "The chat model server cannot be reached.", kind=provider.ErrorKind.UNAVAILABLE
+            ),
         ),
     ]
-    for outcome in outcomes:
+    for strength, outcome in outcomes:
+        evidence_strength(strength)
         fake_provider.replies.append(outcome)
         _asked, pending = services.message_send(conversation=conversation, text=QUESTION)
         services.answer_complete(message=pending)
@@ -249,20 +258,79 @@ def test_each_kind_of_answer_looks_different(
     expect(answers).to_have_count(6)
     expect(answers.locator(".ai-label")).to_have_count(6)
     expect(answers.nth(0).locator(".note")).to_have_count(0)
+    expect(answers.nth(0).locator(".evidence h3")).to_have_text("From your documents")
     expect(answers.nth(1).locator(".note-uncertain")).to_contain_text("Low confidence")
-    expect(answers.nth(2).locator(".note-ungrounded")).to_contain_text("Some statements are not supported")
-    answers.nth(2).get_by_text("Unsupported statements (1)").click()
-    expect(answers.nth(2).locator(".claims li")).to_contain_text("forgiven by the regional board")
+    quoted = answers.nth(2)
+    expect(quoted.locator(".ai-label")).to_have_text("Quoted from your documents")
+    expect(quoted.locator(".note-quoted")).to_contain_text("quoted from your documents")
+    expect(quoted.locator(".answer-text.quoted")).to_contain_text(
+        "Expense reports are due on the 5th of each month."
+    )
+    expect(quoted.locator(".model-text .claims li")).to_be_hidden()
+    quoted.get_by_text("The assistant's own answer, not used").click()
+    expect(quoted.locator(".model-text .claims li")).to_contain_text("forgiven by the board")
     expect(answers.nth(3).locator(".note-abstained")).to_contain_text("Not found in your knowledge")
+    expect(answers.nth(3).locator(".evidence.related h3")).to_contain_text("Related passages")
     expect(answers.nth(4).locator(".answer-error")).to_contain_text("cannot be reached")
     expect(answers.nth(4).get_by_role("button", name="Retry")).to_be_visible()
     expect(answers.nth(5).get_by_text("Stopped", exact=True)).to_be_visible()
+    page.screenshot(path="/tmp/chat-kinds.png", full_page=True)
 
     # Retry streams the failed answer again, in place.
     fake_provider.replies.append(reply())
     answers.nth(4).get_by_role("button", name="Retry").click()
     expect(answers.nth(4)).to_have_class(re.compile(r"\bstatus-complete\b"))
     expect(answers.nth(4).locator(".answer-text")).to_contain_text("due on the 5th")
+
+
+@pytest.fixture
+def held_model(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Holds the fake model before it writes a single token, until the test opens the gate."""
+    opened = threading.Event()
+    fake_stream = provider.chat_stream
+
+    def held_stream(messages: Any, **kwargs: Any) -> Iterator[Any]:
+        opened.wait(timeout=15)
+        yield from fake_stream(messages, **kwargs)
+
+    monkeypatch.setattr(provider, "chat_stream", held_stream)
+    yield opened
+    opened.set()
+
+
+def test_the_evidence_is_on_screen_before_the_models_first_word_and_marked_in_its_source(
+    page: Page,
+    live_server: Any,
+    knowledge: Any,
+    fake_provider: FakeProvider,
+    held_model: threading.Event,
+    evidence_strength: Callable[[float], None],
+) -> None:
+    evidence_strength(0.9)
+    fake_provider.replies.append(reply("Late reports are forgiven by the regional board every winter [1]."))
+    log_in(page, live_server.url, "reader")
+    page.locator("#composer textarea").fill(QUESTION)
+    page.locator("#composer textarea").press("Enter")
+
+    answer = page.locator(".msg-assistant").last
+    # The model has not written anything yet: what the documents say is already there.
+    block = answer.locator("[data-evidence-slot] .evidence")
+    expect(block.locator("h3")).to_have_text("From your documents")
+    expect(block.locator("li").first).to_contain_text("Expense reports are due on the 5th of each month.")
+    expect(answer.locator("[data-stream-text]")).to_have_text("")
+    page.screenshot(path="/tmp/chat-evidence-first.png")
+    held_model.set()
+
+    # The model's answer is not supported, so the evidence stands as the answer, quoted.
+    expect(answer).to_have_class(re.compile(r"\bstatus-complete\b"))
+    expect(answer.locator(".ai-label")).to_have_text("Quoted from your documents")
+    answer.locator(".answer-text a.cite").first.click()
+    panel = page.locator("#source-panel")
+    expect(panel.locator(".source-text mark.evidence").first).to_contain_text(
+        "Expense reports are due on the 5th of each month."
+    )
+    expect(panel).to_contain_text("the sentences that best match your question")
+    page.screenshot(path="/tmp/chat-evidence-source.png")
 
 
 def test_on_a_phone_the_composer_is_in_view_and_the_sidebar_folds_away(

@@ -66,7 +66,7 @@ def test_registry_holds_every_grader() -> None:
     assert {"format", "facts", "citations", "abstention", "refusal", "rewrite", "off_rails", "tone"} <= set(
         graders.REGISTRY
     )
-    assert {"hallucination", "judge_correctness"} <= set(graders.REGISTRY)
+    assert {"hallucination", "judge_correctness", "shown_answer"} <= set(graders.REGISTRY)
     assert graders.REGISTRY["judge_correctness"].kind == Grade.Kind.MODEL
     assert graders.REGISTRY["facts"].kind == Grade.Kind.DETERMINISTIC
 
@@ -215,6 +215,36 @@ def test_abstention_both_ways() -> None:
     wrong = grade("abstention", answerable, abstained=True, abstain_reason="weak match")
     assert ok is not None and ok.passed
     assert wrong is not None and not wrong.passed and "weak match" in wrong.reason
+
+
+def test_shown_answer_checks_whatever_text_was_shown() -> None:
+    answerable = case(expected=["5th of each month"])
+    quoted = grade(
+        "shown_answer",
+        answerable,
+        text="Expense reports are due on the 5th of each month. [1]",
+        answer_source="evidence",
+    )
+    assert quoted is not None and quoted.passed and "quoted from the documents" in quoted.reason
+    model = grade("shown_answer", answerable, answer_source="model")
+    assert model is not None and model.passed and "the model's answer" in model.reason
+    wrong = grade("shown_answer", answerable, text="Every Friday [1].", answer_source="model")
+    assert wrong is not None and not wrong.passed
+    nothing = grade("shown_answer", answerable, text="Not found.", answer_source="none", abstained=True)
+    assert nothing is not None and not nothing.passed and nothing.reason == "Showed no answer."
+
+    unanswerable = case(expected_behaviour=Case.Behaviour.ABSTAIN)
+    abstained = grade("shown_answer", unanswerable, text="Not found.", answer_source="none", abstained=True)
+    quoted_anyway = grade("shown_answer", unanswerable, answer_source="evidence")
+    assert abstained is not None and abstained.passed
+    assert quoted_anyway is not None and not quoted_anyway.passed and "evidence" in quoted_anyway.reason
+    assert not graders.REGISTRY["shown_answer"].applies(case(expected_behaviour=Case.Behaviour.REFUSE))
+
+
+def test_expected_chinese_answers_are_found_without_spaces() -> None:
+    assert graders.normalised_contains("第一屆會議於1998年在臺中舉行。[1]", "臺中")
+    assert graders.normalised_contains("第一屆會議於 1998 年在臺中舉行", "1998年")
+    assert not graders.normalised_contains("第一屆會議在高雄舉行", "臺中")
 
 
 def test_refusal_and_over_refusal() -> None:

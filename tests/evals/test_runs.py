@@ -54,9 +54,19 @@ def test_a_run_snapshots_the_settings_and_grades_every_case(
     due = run.results.get(case__external_id="due")
     assert due.answer is not None and due.output == due.answer.text and due.answer.user == run.run_as
     graded = set(due.grades.values_list("grader", flat=True))
-    assert graded == {"format", "facts", "citations", "abstention", "refusal", "tone", "hallucination"}
+    assert graded == {
+        *("format", "facts", "citations", "abstention", "refusal", "tone", "hallucination"),
+        "shown_answer",
+    }
     abstained = run.results.get(case__external_id="unanswerable")
-    assert set(abstained.grades.values_list("grader", flat=True)) == {"format", "abstention", "tone"}
+    assert set(abstained.grades.values_list("grader", flat=True)) == {
+        "format",
+        "abstention",
+        "tone",
+        "shown_answer",
+    }
+    # Pass rates by whose text was shown: both answers here are the model's or none.
+    assert summary_sources(run) == {"model": (1, 1), "none": (1, 1)}
 
     summary = run.summary
     assert summary["pass_rate"] == 1.0 and summary["counts"]["passed"] == 2 and summary["errored"] == 0
@@ -84,6 +94,10 @@ def test_eval_answers_use_the_snapshot_not_later_edits(
 
     assert {a.temperature for a in Answer.objects.all()} == {0.0}
     assert len(fake_provider.calls) == 2  # the snapshot's min_similarity (0) let both reach the model
+
+
+def summary_sources(run: Run) -> dict[str, tuple[int, int]]:
+    return {k: (v["passed"], v["total"]) for k, v in run.summary["by_answer_source"].items()}
 
 
 def test_a_wrong_answer_fails_with_the_graders_reasons(suite: Suite, fake_provider: FakeProvider) -> None:

@@ -35,8 +35,10 @@ def flagged(assistant: Assistant, policy: Document, member: Any, fake_provider: 
 
 @pytest.fixture
 def auto_flagged(assistant: Assistant, policy: Document, member: Any, fake_provider: FakeProvider) -> Answer:
-    """An answer the grounding check flagged by itself."""
+    """An answer the grounding check flagged by itself: shown unchecked, with evidence answers off."""
+    Assistant.objects.filter(pk=assistant.pk).update(evidence_answers=False)
     answer = ask(member, UNGROUNDED, fake_provider, "How are expense claims paid?")
+    Assistant.objects.filter(pk=assistant.pk).update(evidence_answers=True)
     assert answer.flags.get().source == Flag.Source.GROUNDING
     return answer
 

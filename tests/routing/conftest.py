@@ -50,10 +50,13 @@ def chunk(policy: Document) -> Chunk:
 
 @pytest.fixture
 def assistant(db: None) -> Assistant:
-    """Fake embeddings score low, so the assistant always asks the model rather than abstaining."""
+    """Fake embeddings score low, so the assistant always asks the model rather than abstaining;
+    and the model's own answer is what these tests grade, so evidence never stands in for it
+    (tests/assistant and tests/evals/test_graders.py cover evidence answers)."""
     assistant = assistant_services.assistant_default()
     assistant.min_similarity = 0.0
-    assistant.save(update_fields=["min_similarity"])
+    assistant.evidence_answers = False
+    assistant.save(update_fields=["min_similarity", "evidence_answers"])
     return assistant
 
 

@@ -46,9 +46,14 @@ def test_a_chat_answer_gets_its_cost_and_its_calls(
 
     answer = message.answer
     calls = list(ModelCall.objects.filter(answer=answer).order_by("pk"))
-    assert [(c.kind, c.purpose) for c in calls] == [("embed", "embedding"), ("chat_stream", "answer")]
+    # The question's embedding, the evidence sentences', then the answer.
+    assert [(c.kind, c.purpose) for c in calls] == [
+        ("embed", "embedding"),
+        ("embed", "embedding"),
+        ("chat_stream", "answer"),
+    ]
     assert all(c.user_id == member.pk for c in calls)
-    assert calls[1].prompt_tokens == answer.prompt_tokens and calls[1].completion_tokens > 0
+    assert calls[2].prompt_tokens == answer.prompt_tokens and calls[2].completion_tokens > 0
     assert answer.cost_usd == expected_cost(answer) > 0
 
 
@@ -75,7 +80,7 @@ def test_an_api_or_cli_answer_gets_its_cost(
         answer = services.answer_for(user=member, question=QUESTION)
 
     assert answer.cost_usd == expected_cost(answer) > 0
-    assert ModelCall.objects.filter(answer=answer, user=member).count() == 2
+    assert ModelCall.objects.filter(answer=answer, user=member).count() == 3
 
 
 def test_a_replay_is_paid_by_the_staff_member_who_ran_it(

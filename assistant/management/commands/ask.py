@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from assistant import pipeline, serializers, services
-from assistant.models import Answer, Assistant
+from assistant.models import Answer, AnswerSource, Assistant
 from gateway import provider
 from usage import services as usage
 
@@ -43,6 +43,8 @@ class Command(BaseCommand):
             self._show(answer)
 
     def _show(self, answer: Answer) -> None:
+        if answer.answer_source == AnswerSource.EVIDENCE:
+            self.stdout.write("Quoted from your documents (the model's own answer could not be checked):")
         for paragraph in answer.text.split("\n"):
             self.stdout.write(textwrap.fill(paragraph, width=100) if paragraph else "")
         if answer.abstained and answer.abstain_reason:
@@ -64,6 +66,14 @@ class Command(BaseCommand):
                 self.stdout.write(f"  [{citation['n']}] {citation['title']} ({where})")
                 quote = textwrap.shorten(str(citation["quote"]), width=200, placeholder=" …")
                 self.stdout.write(textwrap.indent(textwrap.fill(f"“{quote}”", width=96), "      "))
+        if answer.evidence and answer.answer_source != AnswerSource.EVIDENCE:
+            heading = (
+                "Related passages (they may not answer it)" if answer.abstained else "From your documents"
+            )
+            self.stdout.write(f"\n{heading}:")
+            for item in serializers.evidence_json(answer):
+                quote = textwrap.shorten(str(item["text"]), width=200, placeholder=" …")
+                self.stdout.write(textwrap.indent(textwrap.fill(f"[{item['n']}] “{quote}”", width=96), "  "))
         if answer.suggestions:
             self.stdout.write("\nYou could also ask:")
             for suggestion in answer.suggestions:
