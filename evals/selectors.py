@@ -89,14 +89,14 @@ def rates_by_answer_source(run: Run) -> dict[str, dict[str, Any]]:
             run=run, answer__isnull=False, status__in=[Result.Status.PASSED, Result.Status.FAILED]
         )
         .values("answer__answer_source")
-        .annotate(total=Count("pk"), passed=Count("pk", filter=Q(status=Result.Status.PASSED)))
+        .annotate(total=Count("pk"), passing=Count("pk", filter=Q(status=Result.Status.PASSED)))
         .order_by("answer__answer_source")
     )
     return {
         row["answer__answer_source"]: {
             "total": row["total"],
-            "passed": row["passed"],
-            "pass_rate": _rate(row["passed"], row["total"]),
+            "passed": row["passing"],
+            "pass_rate": _rate(row["passing"], row["total"]),
         }
         for row in rows
     }

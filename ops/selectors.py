@@ -82,6 +82,18 @@ def answers_per_day(period: DateRange) -> dict[str, dict[date, float]]:
     return out
 
 
+SHOWN_LABELS = {"model": "the model's answer", "evidence": "evidence quoted", "none": "no answer"}
+
+
+def answer_sources_per_day(period: DateRange) -> dict[str, dict[date, float]]:
+    """Answers per day by whose text was shown: the model's, evidence quoted from the documents, none."""
+    rows = people_answers(period).annotate(day=_day()).values("day", "answer_source").annotate(n=Count("pk"))
+    out: dict[str, dict[date, float]] = defaultdict(dict)
+    for row in rows.order_by():
+        out[SHOWN_LABELS.get(row["answer_source"], row["answer_source"])][row["day"]] = row["n"]
+    return dict(out)
+
+
 def latency_stages(period: DateRange) -> list[str]:
     start, end = period.bounds
     seen: Counter[str] = Counter()

@@ -50,6 +50,9 @@ def _dashboard_context(period: selectors.DateRange) -> dict[str, Any]:
         "unpriced": usage.models_without_price(),
         "charts": {
             "answers": charts.line_chart(days, answers, title="Answers per day"),
+            "shown": charts.line_chart(
+                days, selectors.answer_sources_per_day(period), title="Answers per day by what was shown"
+            ),
             "latency": charts.line_chart(
                 days,
                 selectors.latency_per_day(period),

@@ -1,17 +1,20 @@
 """Answers through the real local chat and embedding servers.
 
 The local chat model (SmolLM2-135M) is tiny and often answers badly. These tests never check that
-it is right; they check that the pipeline records how each answer was made and that a bad answer
-is visibly marked (abstained, ungrounded or fallback) rather than shown as trustworthy.
+it is right; they check that the pipeline records how each answer was made, that the person gets
+what the documents say (the evidence, first), and that a bad model answer is never shown as
+trustworthy: it gives way to the evidence, or to an abstention.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from django.conf import settings
 
+from answer_cache.models import CachedAnswer
 from assistant import pipeline, services
 from assistant.models import Answer, Assistant, Flag
 from knowledge.models import Document
@@ -66,7 +69,7 @@ def test_e5_similarity_separates_relevant_from_unrelated_questions(policy: Docum
 
 
 def test_a_relevant_question_is_answered_and_traced(
-    policy: Document, assistant: Assistant, member: Any
+    policy: Document, assistant: Assistant, member: Any, celery_worker_process: Any
 ) -> None:
     conversation = services.conversation_create(user=member)
     _, pending = services.message_send(conversation=conversation, text=RELEVANT[0])
@@ -90,21 +93,37 @@ def test_a_relevant_question_is_answered_and_traced(
     assert answer.latency_ms["model"] > 0 and answer.latency_ms["total"] >= answer.latency_ms["model"]
     assert answer.raw_output
 
-    # Either a grounded answer with valid citations, or visibly marked as not to be trusted.
+    # The evidence came first, before the model wrote anything, and it holds the answer.
+    kinds = [type(e).__name__ for e in events]
+    assert "EvidenceFound" in kinds and kinds.index("EvidenceFound") < kinds.index("Delta")
+    assert "5th of each month" in answer.evidence[0]["text"]
+    assert answer.evidence_strength is not None and answer.latency_ms["evidence"] > 0
+
+    # Either the model's grounded answer, or the evidence quoted: never an unchecked answer.
     retrieved = {r["chunk_id"] for r in answer.retrieved}
-    if answer.grounded:
-        assert answer.citations and not answer.flagged and not answer.fallback
-        assert all(c["chunk_id"] in retrieved for c in answer.citations)
-        assert all(1 <= c["n"] <= len(answer.retrieved) for c in answer.citations)
-        assert answer.state in {"grounded", "uncertain"}
-    else:
-        assert answer.abstained or answer.fallback or answer.flagged
-        assert answer.state in {"abstained", "ungrounded"}
-        if answer.flagged:
-            assert Flag.objects.filter(answer=answer, source=Flag.Source.GROUNDING).exists()
-    if not (answer.repaired or answer.fallback or answer.text == pipeline.NOT_FOUND_TEXT):
+    assert answer.answer_source in {"model", "evidence"}, (answer.answer_source, answer.model_text)
+    assert answer.grounded and answer.citations and not answer.flagged
+    assert all(c["chunk_id"] in retrieved for c in answer.citations)
+    assert all(1 <= c["n"] <= len(answer.retrieved) for c in answer.citations)
+    assert answer.state in {"grounded", "uncertain"}
+    if answer.answer_source == "evidence":
+        assert "5th of each month" in answer.text
+        assert not Flag.objects.filter(answer=answer).exists()
+    elif not answer.repaired:
         deltas = "".join(e.text for e in events if isinstance(e, pipeline.Delta))
         assert deltas.strip() == answer.text  # what was streamed is what was stored
+
+    # Asked again, it is served from the cache: no model call, the same text. The worker stores
+    # the answer in the cache once it is committed.
+    deadline = time.monotonic() + 60
+    while not CachedAnswer.objects.filter(answer=answer).exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    fresh = services.conversation_create(user=member)
+    _, again = services.message_send(conversation=fresh, text=f"  {RELEVANT[0].lower()} ")
+    list(services.answer_stream(message=again))
+    served = Answer.objects.get(message=again)
+    assert served.cache_hit and served.cached_from == answer and served.text == answer.text
+    assert served.completion_tokens == 0 and "model" not in served.latency_ms
 
     # A replay asks again with the same chunks, scored as the search scored them, and settings.
     # (Its output is not compared: on a loaded machine the local server has cut streams short.)
