@@ -17,7 +17,7 @@ import logging
 import math
 import re
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -195,11 +195,29 @@ def rank_lexically(question: str, units: list[Unit]) -> float:
     return sum(idf[t] for t in anywhere) / total
 
 
+# The same chunks come back question after question: their sentences' vectors are kept per
+# process (about 1.5 kB each), so a sentence is embedded once, not once per question.
+_UNIT_VECTORS: OrderedDict[str, list[float]] = OrderedDict()
+UNIT_VECTOR_CACHE = 8192
+
+
+def _unit_vectors(texts: Sequence[str]) -> list[list[float]]:
+    missing = [t for t in dict.fromkeys(texts) if t not in _UNIT_VECTORS]
+    if missing:
+        for text, vector in zip(missing, provider.embed(missing, kind="passage").vectors, strict=True):
+            _UNIT_VECTORS[text] = vector
+        while len(_UNIT_VECTORS) > UNIT_VECTOR_CACHE:
+            _UNIT_VECTORS.popitem(last=False)
+    for text in texts:
+        _UNIT_VECTORS.move_to_end(text)
+    return [_UNIT_VECTORS[t] for t in texts]
+
+
 def _embed_units(question_vector: Sequence[float], units: Sequence[Unit]) -> bool:
     if not units:
         return True
     try:
-        vectors = provider.embed([u.text for u in units], kind="passage").vectors
+        vectors = _unit_vectors([u.text for u in units])
     except provider.ProviderError as exc:
         logger.warning("evidence ranked by words only: %s", exc)
         return False

@@ -37,6 +37,9 @@ def fake_provider(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     The fake is installed at the one provider module with autospec'd functions, so a test that
     calls a provider function with the wrong signature fails here rather than in production.
     """
+    from assistant import evidence
+
+    evidence._UNIT_VECTORS.clear()  # vectors remembered from another test's provider
     if request.node.get_closest_marker("e2e"):
         return None
     fake = FakeProvider()

@@ -121,3 +121,11 @@ def test_levels_follow_the_strength(evidence_strength: Callable[[float], None]) 
 @pytest.mark.parametrize(("start", "end"), [(0, 10), (5, 40)])
 def test_window_keeps_a_short_unit_whole(start: int, end: int) -> None:
     assert evidence.window("x" * 50, Span(start, end), set(), 300) == (start, end)
+
+
+def test_a_sentence_is_embedded_once_however_often_it_is_retrieved(fake_provider: FakeProvider) -> None:
+    select("When are expense reports due?", Src(1, POLICY))
+    embedded = len(fake_provider.embedded)
+    again = select("Which day are the expense reports due?", Src(1, POLICY))
+    assert len(fake_provider.embedded) == embedded  # every sentence's vector was kept
+    assert again.items[0].text == "Expense reports are due on the 5th of each month."
