@@ -210,6 +210,9 @@ class Answer(models.Model):
 
     @property
     def low_confidence(self) -> bool:
+        if self.answer_source == AnswerSource.EVIDENCE:
+            # Quoted evidence short of strong may not answer the question (assistant.evidence).
+            return isinstance(self.grounding, dict) and self.grounding.get("level") != "strong"
         return self.confidence is not None and self.confidence < 0.5
 
     @property

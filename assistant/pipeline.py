@@ -1218,6 +1218,7 @@ def _final_answer(turn: Turn, reply: ModelReply) -> Answer:
             grounding={
                 "grounded": True,
                 "method": "evidence",
+                "level": selection.level,
                 "score": 1.0,
                 "claims": [],
                 "model": {"problem": reply.problem, **model_grounding},

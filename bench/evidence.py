@@ -48,7 +48,7 @@ from bench.common import (  # noqa: E402
 )
 
 VECTOR_DIR = REPO_ROOT / ".data" / "bench-cache"
-FEATURES = ("semantic", "lexical", "coverage", "retrieval", "margin")
+FEATURES = ("semantic", "lexical", "retrieval", "margin")
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,9 @@ def measure(
     return {
         "dataset": question.dataset,
         "article": question.article,
+        "question": question.text,
+        "answers": list(question.answers),
+        "sources": [{"n": s.number, "text": s.text, "vector_score": s.vector_score} for s in sources],
         "kind": "answerable"
         if answerable
         else ("unanswerable" if question.impossible else "not_in_knowledge"),
@@ -215,71 +218,123 @@ def variant_accuracy(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _auc(positives: list[float], negatives: list[float]) -> float | None:
+    if not positives or not negatives:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return round(wins / (len(positives) * len(negatives)), 3)
+
+
+TARGET_CORRECT = 0.60  # of answerable questions: the evidence shown holds the answer
+TARGET_WRONG_UNWARNED = 0.05  # of all answers: shown without a warning, and wrong
+
+
 def calibrate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fit the strength on the calibration half; report and choose the boundaries on the other half.
+
+    WEAK is the highest threshold at which the evidence still holds the answer for 60% of the
+    answerable questions (SQuAD and DRCD weighed equally); STRONG the lowest at which at most 5% of
+    all answers (SQuAD answerable and unanswerable, DRCD, equally weighed) are shown with no
+    warning and wrong. Between the two, evidence is shown with a low-confidence warning.
+    """
     import numpy as np
+    from sklearn.linear_model import LogisticRegression
 
     def matrix(part: list[dict[str, Any]]) -> Any:
         return np.array([[r["features"].get(f, 0.0) for f in FEATURES] for r in part], dtype=float)
 
-    from sklearn.linear_model import LogisticRegression
-
     train = [r for r in rows if calibration_half(r["article"])]
     test = [r for r in rows if not calibration_half(r["article"])]
     y = np.array([1 if r["correct"] else 0 for r in train])
-    model = LogisticRegression(C=1.0, max_iter=2000).fit(matrix(train), y)
+    model = LogisticRegression(C=1.0, max_iter=5000).fit(matrix(train), y)
     coefficients = {
         **{f: round(float(c), 3) for f, c in zip(FEATURES, model.coef_[0], strict=True)},
         "bias": round(float(model.intercept_[0]), 3),
     }
+    strength = model.predict_proba(matrix(test))[:, 1]
 
-    def strengths(part: list[dict[str, Any]]) -> Any:
-        return model.predict_proba(matrix(part))[:, 1]
+    def group(dataset: str, kind: str) -> list[int]:
+        return [i for i, r in enumerate(test) if r["dataset"] == dataset and r["kind"] == kind]
 
-    def table(part: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        s = strengths(part)
-        out = []
-        for threshold in [round(t, 2) for t in np.arange(0.2, 0.95, 0.05)]:
-            above = s >= threshold
-            row: dict[str, Any] = {"threshold": threshold}
-            for dataset in ("squad", "drcd"):
-                for kind in ("answerable", "unanswerable", "not_in_knowledge"):
-                    idx = [i for i, r in enumerate(part) if r["dataset"] == dataset and r["kind"] == kind]
-                    if not idx:
-                        continue
-                    shown = sum(1 for i in idx if above[i])
-                    correct = sum(1 for i in idx if above[i] and part[i]["correct"])
-                    key = f"{dataset}_{kind}"
-                    if kind == "answerable":
-                        row[key] = {
-                            "answered_correctly": round(correct / len(idx), 3),
-                            "shown_wrong": round((shown - correct) / len(idx), 3),
-                            "n": len(idx),
-                        }
-                    else:
-                        row[key] = {"answered_anyway": round(shown / len(idx), 3), "n": len(idx)}
-            shown_all = [i for i in range(len(part)) if above[i]]
-            right = sum(1 for i in shown_all if part[i]["correct"])
-            row["precision_of_shown"] = round(right / len(shown_all), 3) if shown_all else None
-            out.append(row)
-        return out
+    groups = {
+        "squad_answerable": group("squad", "answerable"),
+        "squad_unanswerable": group("squad", "unanswerable"),
+        "squad_not_in_knowledge": group("squad", "not_in_knowledge"),
+        "drcd_answerable": group("drcd", "answerable"),
+        "drcd_not_in_knowledge": group("drcd", "not_in_knowledge"),
+    }
 
-    auc_rows = test
-    s = strengths(auc_rows)
-    positives = [float(v) for v, r in zip(s, auc_rows, strict=True) if r["correct"]]
-    negatives = [float(v) for v, r in zip(s, auc_rows, strict=True) if not r["correct"]]
-    auc = (
-        sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
-        / (len(positives) * len(negatives))
-        if positives and negatives
-        else None
+    def at(threshold: float) -> dict[str, Any]:
+        row: dict[str, Any] = {"threshold": round(threshold, 2)}
+        for name, idx in groups.items():
+            shown = [i for i in idx if strength[i] >= threshold]
+            if name.endswith("answerable") and not name.endswith("unanswerable"):
+                right = sum(1 for i in shown if test[i]["correct"])
+                row[name] = {
+                    "answered_correctly": round(right / len(idx), 3) if idx else None,
+                    "ci95": wilson(right, len(idx)),
+                    "shown_wrong": round((len(shown) - right) / len(idx), 3) if idx else None,
+                    "n": len(idx),
+                }
+            else:
+                row[name] = {
+                    "answered_anyway": round(len(shown) / len(idx), 3) if idx else None,
+                    "ci95": wilson(len(shown), len(idx)),
+                    "n": len(idx),
+                }
+        row["answerable_correct_mean"] = round(
+            (row["squad_answerable"]["answered_correctly"] + row["drcd_answerable"]["answered_correctly"])
+            / 2,
+            3,
+        )
+        row["wrong_unwarned_pooled"] = round(
+            (
+                row["squad_answerable"]["shown_wrong"]
+                + row["squad_unanswerable"]["answered_anyway"]
+                + row["drcd_answerable"]["shown_wrong"]
+            )
+            / 3,
+            3,
+        )
+        return row
+
+    table = [at(t) for t in np.arange(0.20, 0.825, 0.05)]
+    weak = max(
+        (r["threshold"] for r in table if r["answerable_correct_mean"] >= TARGET_CORRECT), default=None
     )
+    strong = min(
+        (r["threshold"] for r in table if r["wrong_unwarned_pooled"] <= TARGET_WRONG_UNWARNED), default=None
+    )
+
+    def scores(name: str) -> list[float]:
+        return [float(strength[i]) for i in groups[name]]
+
+    right = [
+        float(strength[i])
+        for i in groups["squad_answerable"] + groups["drcd_answerable"]
+        if test[i]["correct"]
+    ]
     return {
         "features": list(FEATURES),
         "coefficients": coefficients,
         "calibration_questions": len(train),
         "held_out_questions": len(test),
-        "held_out_auc": None if auc is None else round(auc, 3),
-        "held_out": table(test),
+        "held_out_auc": {
+            "correct_vs_everything_else": _auc(
+                [float(strength[i]) for i in range(len(test)) if test[i]["correct"]],
+                [float(strength[i]) for i in range(len(test)) if not test[i]["correct"]],
+            ),
+            "squad_answerable_vs_squad_unanswerable": _auc(
+                scores("squad_answerable"), scores("squad_unanswerable")
+            ),
+            "answered_correctly_vs_not_in_knowledge": _auc(
+                right, scores("squad_not_in_knowledge") + scores("drcd_not_in_knowledge")
+            ),
+        },
+        "chosen": {"weak": weak, "strong": strong, "rule": calibrate.__doc__.split("\n\n")[1].strip()},
+        "at_weak": at(weak) if weak is not None else None,
+        "at_strong": at(strong) if strong is not None else None,
+        "held_out": table,
     }
 
 

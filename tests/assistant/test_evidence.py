@@ -44,7 +44,7 @@ def test_the_sentence_holding_the_answer_comes_first_with_its_offsets() -> None:
     best = selection.items[0]
     assert best.text == "Expense reports are due on the 5th of each month."
     assert POLICY[best.start : best.end] == best.text and best.n == 1 and best.chunk_id == 101
-    assert selection.embedded and set(selection.features) >= {"semantic", "lexical", "coverage", "retrieval"}
+    assert selection.embedded and set(selection.features) == set(evidence.STRENGTH_COEFFICIENTS) - {"bias"}
     assert evidence.answer_text(selection).startswith("Expense reports are due on the 5th of each month. [1]")
 
 

@@ -221,6 +221,20 @@ def test_unusable_output_with_strong_evidence_shows_the_evidence_quoted(
     assert answer.citations[0]["document_id"] == deadlines.pk
 
 
+def test_medium_evidence_is_quoted_with_a_low_confidence_warning(
+    assistant: Assistant,
+    deadlines: Document,
+    member: Any,
+    fake_provider: FakeProvider,
+    evidence_strength: Callable[[float], None],
+) -> None:
+    evidence_strength(0.5)
+    fake_provider.replies = ["not json", '{"answer": 3}']
+    answer = pipeline.run_to_answer(assistant=assistant, user=member, question=QUESTION)
+    assert answer.answer_source == "evidence" and answer.grounding["level"] == "medium"
+    assert answer.state == "uncertain" and answer.low_confidence
+
+
 def test_unusable_output_with_weak_evidence_abstains_with_related_passages(
     assistant: Assistant,
     deadlines: Document,
