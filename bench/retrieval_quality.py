@@ -578,10 +578,10 @@ def candidate_fusions() -> dict[str, Any]:
             [_ids(q.vector[:POOL]), _ids(q.sides(POOL).merged(POOL))], k, [1.0, coverage(q)]
         )
 
-    def convex(alpha: float) -> Any:
+    def convex(alpha: float, pool: int = POOL) -> Any:
         def rank(q: Lists) -> list[int]:
             # Cosine min-max normalised over the pool, BM25 over its best: both sides' first = 1.
-            vector, bm25 = q.vector[:POOL], q.sides(POOL).bm25
+            vector, bm25 = q.vector[:pool], q.sides(pool).bm25
             if not vector:
                 return _ids(bm25)
             top, low = vector[0][1], vector[-1][1]
@@ -592,8 +592,8 @@ def candidate_fusions() -> dict[str, Any]:
 
         return rank
 
-    def fused(**weights: float) -> Any:
-        return lambda q: _fused_ranking(q.vector[:POOL], q.sides(POOL), POOL, **weights)
+    def fused(pool: int = POOL, **weights: float) -> Any:
+        return lambda q: _fused_ranking(q.vector[:pool], q.sides(pool), pool, **weights)
 
     systems: dict[str, Any] = {
         "RRF k5, every-word pass then BM25 (before)": rrf_merged(5),
@@ -603,10 +603,12 @@ def candidate_fusions() -> dict[str, Any]:
         "RRF k5, keyword list weighted by its coverage": rrf_weighted(5),
         "RRF k60, keyword list weighted by its coverage": rrf_weighted(60),
         "convex 0.5 cosine (min-max) + 0.5 BM25 (over its best)": convex(0.5),
+        "the same convex, pool 40 (search() at k 8)": convex(0.5, 40),
         "fuse (search() now)": fused(),
+        "fuse, pool 40 (search() at k 8)": fused(40),
         "fuse without the every-word bonus": fused(EVERY_WORD_BONUS=0.0),
     }
-    for weight in (0.05, 0.15, 0.2):
+    for weight in (0.05, 0.075, 0.125, 0.15, 0.2):
         systems[f"fuse, keyword weight {weight}"] = fused(KEYWORD_WEIGHT=weight)
     return systems
 
