@@ -550,10 +550,7 @@ def _fused_ranking(vector: Sequence[tuple[int, float]], sides: Any, pool: int, *
     finally:
         for name, value in saved.items():
             setattr(selectors, name, value)
-    ranked = sorted(
-        fused.items(), key=lambda item: (-item[1].score, item[1].keyword_rank or pool + 1, item[0])
-    )
-    return [chunk_id for chunk_id, _ in ranked]
+    return [chunk_id for chunk_id, _ in selectors.ranked(fused)]
 
 
 def candidate_fusions() -> dict[str, Any]:

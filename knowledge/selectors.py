@@ -599,6 +599,12 @@ def fuse(vector_hits: Sequence[tuple[int, float]], sides: KeywordSides, limit: i
     return fused
 
 
+def ranked(fused: dict[int, _Fused]) -> list[tuple[int, _Fused]]:
+    """`fuse`'s candidates best first; ties (a keyword-only search of common words) keep the
+    keyword side's order."""
+    return sorted(fused.items(), key=lambda item: (-item[1].score, item[1].keyword_rank or math.inf, item[0]))
+
+
 def search(
     user: object,
     query: str,
@@ -637,10 +643,7 @@ def search(
     if plan_out is not None:
         plan_out.append(plan)
 
-    fused = fuse(vector_hits, sides, pool)
-    # Ties (a keyword-only search of common words) keep the keyword side's order.
-    best = sorted(fused.items(), key=lambda item: (-item[1].score, item[1].keyword_rank or pool + 1, item[0]))
-    best = best[:k]
+    best = ranked(fuse(vector_hits, sides, pool))[:k]
     chunks = (
         Chunk.objects.select_related("document", "document__collection")
         .defer("embedding", "search_vector")  # parsing 384 floats per hit is for nobody here

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from knowledge.models import Collection
-from knowledge.selectors import EVERY_WORD_BONUS, KEYWORD_WEIGHT, KeywordSides, SearchPlan, fuse, search
+from knowledge.selectors import (
+    EVERY_WORD_BONUS,
+    KEYWORD_WEIGHT,
+    KeywordSides,
+    SearchPlan,
+    fuse,
+    ranked,
+    search,
+)
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -93,9 +101,7 @@ def test_hybrid_ranks_better_than_either_method_alone(corpus: Collection, admin_
 
 
 def _order(fused: dict[int, Any]) -> list[int]:
-    return [
-        cid for cid, e in sorted(fused.items(), key=lambda item: (-item[1].score, item[1].keyword_rank or 99))
-    ]
+    return [chunk_id for chunk_id, _ in ranked(fused)]
 
 
 def test_a_weak_keyword_match_does_not_demote_the_dense_top_hit() -> None:
