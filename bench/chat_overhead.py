@@ -396,7 +396,7 @@ def main() -> int:
         wrap_timed(services, "_answer_save", spent, "answer_save"),
         wrap_timed(selectors, "readable_collection_ids", spent),
         wrap_timed(selectors, "_vector_candidates", spent, "vector_sql"),
-        wrap_timed(selectors, "_keyword_candidates", spent, "keyword_sql"),
+        wrap_timed(selectors, "keyword_sides", spent, "keyword_sql"),
         wrap_timed(pipeline, "_messages", spent, "prompt_build"),
         wrap_timed(pipeline, "parse_payload", spent, "json_validate"),
         wrap_timed(grounding, "check", spent, "grounding_check"),

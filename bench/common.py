@@ -27,10 +27,12 @@ COVID_QA = DATASETS / "covid-qa" / "200423_covidQA.json"
 CDC_FAQ = DATASETS / "covid-qa" / "faq_covidbert.csv"
 CDC_FAQ_PAIRS = DATASETS / "covid-qa" / "eval_question_similarity_en.csv"
 SQUAD_DEV = DATASETS / "squad" / "dev-v2.0-half.json"
+DRCD_DEV = DATASETS / "drcd" / "DRCD_dev.json"
 
 CITATIONS = {
     "covid-qa": "COVID-QA (deepset-ai/COVID-QA, 200423_covidQA.json), Apache-2.0",
     "squad": "SQuAD 2.0 dev, CS224N half (chrischute/squad, data/dev-v2.0.json), CC BY-SA 4.0",
+    "drcd": "DRCD dev, Traditional Chinese (DRCKnowledgeTeam/DRCD, DRCD_dev.json), CC BY-SA 3.0",
 }
 
 BENCH_USER = "bench-admin"
@@ -317,3 +319,40 @@ def faq_doc(number: int, question: str, answer: str) -> TextDoc:
     """One FAQ entry as a Markdown document: its question as the heading over its answer. The
     title is left to the upload, as a user's would be (from the file name, then the heading)."""
     return TextDoc(f"faq-{number:03}.md", "", f"# {question}\n\n{answer}\n")
+
+
+# --- query vectors ----------------------------------------------------------------------------
+
+VECTOR_CACHE = REPO_ROOT / ".data" / "bench-cache"
+
+
+def cached_query_vectors(name: str, texts: Sequence[str], *, batch: int = 64) -> list[list[float]]:
+    """Query-mode embeddings of `texts`, in order, computed once and kept in
+    `.data/bench-cache/{name}-{key}.jsonl` (the key names the model and the server, so another
+    embedding model starts a new file). Later runs embed only texts not yet in the file."""
+    import hashlib
+
+    from django.conf import settings
+
+    from gateway import provider
+
+    VECTOR_CACHE.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(f"{settings.EMBEDDING_MODEL}|{settings.EMBEDDINGS_BASE_URL}".encode()).hexdigest()
+    path = VECTOR_CACHE / f"{name}-{key[:12]}.jsonl"
+    vectors: dict[str, list[float]] = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            vectors[row["t"]] = row["v"]
+    missing = sorted({t for t in texts if t not in vectors})
+    log(f"{name}: {len(texts)} queries, {len(missing)} to embed ({path.name})")
+    with path.open("a", encoding="utf-8") as out:
+        for start in range(0, len(missing), batch):
+            chunk = missing[start : start + batch]
+            for text, vector in zip(chunk, provider.embed(chunk, kind="query").vectors, strict=True):
+                vectors[text] = vector
+                out.write(
+                    json.dumps({"t": text, "v": [round(x, 6) for x in vector]}, ensure_ascii=False) + "\n"
+                )
+            out.flush()
+    return [vectors[t] for t in texts]

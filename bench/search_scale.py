@@ -518,7 +518,7 @@ def measure_keyword(queries: Sequence[Query], collection_ids: list[int], semanti
     try:
         for query in queries:
             started = time.perf_counter()
-            selectors._keyword_candidates(query.text, plan, 4 * K)
+            selectors.keyword_sides(query.text, plan, 4 * K)
             latencies.append(time.perf_counter() - started)
         tsquery = selectors.keyword_query_sql()
         if semantics == "or":

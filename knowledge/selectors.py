@@ -16,10 +16,14 @@ from django.db.models import Q, QuerySet
 from gateway import provider
 from knowledge.models import Chunk, Collection, Document
 
-# The constant damping the weight of the very top ranks. Cormack et al. use 60; on SQuAD 2.0 and
-# COVID-QA (bench/retrieval_quality.py) smaller did better once the keyword side ranked by BM25:
-# hybrid recall@5 0.976 / 0.800 at 5, 0.971 / 0.791 at 10, 0.967 / 0.750 at 60.
-RRF_K = 5
+# Fusion: a chunk scores its cosine similarity to the question, plus KEYWORD_WEIGHT times the
+# share of the question's informative words (by IDF) it holds, plus EVERY_WORD_BONUS when it
+# holds every word (see `fuse`). Chosen on SQuAD 2.0, COVID-QA and DRCD together, never worse
+# than plain dense search on any of them; reciprocal-rank fusion (k 5 or 60) fell below it on
+# sets where the keyword side is weak (bench/retrieval_quality.py; docs/benchmarks-knowledge.md,
+# "Fusion that holds beyond its tuning sets").
+KEYWORD_WEIGHT = 0.1
+EVERY_WORD_BONUS = 0.02
 # Up to this many readable chunks a filtered query compares the query with every one of them:
 # perfect recall, no HNSW quirks (pgvector 0.6's scan loses rows under selective filters), and
 # ~2.5 µs a row with the vectors stored in the row (bench/search_scale.py), so ~25 ms at the limit.
@@ -39,7 +43,7 @@ _OPERATORS = re.compile(r'"|(^|\s)-\w')
 @dataclass(frozen=True)
 class SearchHit:
     chunk: Chunk
-    score: float  # fused reciprocal-rank score
+    score: float  # fused score (`fuse`): cosine similarity plus the keyword side's bonus
     vector_score: float | None = None  # cosine similarity
     # ts_rank_cd for chunks holding every word of the question (ranked first), BM25 for the rest
     keyword_score: float | None = None
@@ -481,22 +485,27 @@ def _bm25_sql(split: tuple[list[int], list[int]] | None) -> str:
         "WITH matches AS MATERIALIZED (SELECT w.lexeme, c.id, c.token_count "  # noqa: S608
         "FROM unnest(%(lexemes)s::text[]) AS w(lexeme), "
         f"LATERAL (SELECT id, token_count FROM ({lookups}) AS lookup LIMIT %(cap)s) AS c), "
-        "df AS (SELECT lexeme, count(*) AS n FROM matches GROUP BY lexeme), "
+        "df AS (SELECT w.lexeme, count(m.id) AS n, "
+        "ln(1 + (greatest(%(rows)s, count(m.id)) - count(m.id) + 0.5::float8) / (count(m.id) + 0.5::float8)) "
+        "AS idf FROM unnest(%(lexemes)s::text[]) AS w(lexeme) LEFT JOIN matches AS m USING (lexeme) "
+        "GROUP BY w.lexeme), "
+        "mass AS (SELECT sum(idf) AS idf FROM df), "
         "average AS (SELECT greatest(avg(token_count), 1)::float8 AS tokens FROM matches) "
-        "SELECT m.id, sum(ln(1 + (greatest(%(rows)s, df.n) - df.n + 0.5::float8) / (df.n + 0.5::float8)) "
-        "* (%(k1)s::float8 + 1) / (1 + %(k1)s::float8 * (1 - %(b)s::float8 + %(b)s::float8 * m.token_count "
-        "/ average.tokens))) AS score "
-        "FROM matches AS m JOIN df USING (lexeme), average "
-        "GROUP BY m.id ORDER BY score DESC, m.id LIMIT %(limit)s"
+        "SELECT m.id, sum(df.idf * (%(k1)s::float8 + 1) / (1 + %(k1)s::float8 * (1 - %(b)s::float8 "
+        "+ %(b)s::float8 * m.token_count / average.tokens))) AS score, mass.idf "
+        "FROM matches AS m JOIN df USING (lexeme), average, mass "
+        "GROUP BY m.id, mass.idf ORDER BY score DESC, m.id LIMIT %(limit)s"
     )
 
 
-def _bm25_matches(lexemes: list[str], plan: SearchPlan, limit: int) -> list[tuple[int, float]]:
-    """Chunks holding any of `lexemes`, best BM25 score first.
+def _bm25_matches(lexemes: list[str], plan: SearchPlan, limit: int) -> tuple[list[tuple[int, float]], float]:
+    """Chunks holding any of `lexemes`, best BM25 score first, and the sum of the lexemes' IDF.
 
     Document frequencies are counted among the reader's own chunks in the same statement, so a
     word common in one team's collection weighs little there whatever the rest of the table
     holds. The average chunk length is that of the matching chunks, an estimate of the reader's.
+    The IDF sum is what a chunk of average length holding every lexeme scores: a match's share
+    of it says how much of the question the match covers (a lexeme no chunk holds counts fully).
     """
     split = plan.indexed_split
     params: dict[str, Any] = {
@@ -511,29 +520,89 @@ def _bm25_matches(lexemes: list[str], plan: SearchPlan, limit: int) -> list[tupl
     }
     with connection.cursor() as cursor:
         cursor.execute(_bm25_sql(split), params)
-        return [(chunk_id, float(score)) for chunk_id, score in cursor.fetchall()]
+        rows = cursor.fetchall()
+    return [(chunk_id, float(score)) for chunk_id, score, _ in rows], float(rows[0][2]) if rows else 0.0
 
 
-def _keyword_candidates(query: str, plan: SearchPlan, limit: int) -> list[tuple[int, float]]:
-    """Full-text matches, best first.
+@dataclass(frozen=True)
+class KeywordSides:
+    """The keyword side's two passes for one query, each best first."""
+
+    every_word: list[tuple[int, float]]  # ts_rank_cd; the typed query as written when `typed`
+    bm25: list[tuple[int, float]]  # BM25 over `lexemes` (every-word chunks included)
+    lexemes: list[str]  # the informative lexemes the BM25 pass ranked by
+    typed: bool = False  # websearch syntax that narrows: no BM25 pass
+    idf_mass: float = 0.0  # the lexemes' summed IDF (`_bm25_matches`)
+
+    def merged(self, limit: int) -> list[tuple[int, float]]:
+        """The keyword ranking: every-word chunks first, then the rest by BM25."""
+        seen = {chunk_id for chunk_id, _ in self.every_word}
+        return (self.every_word + [hit for hit in self.bm25 if hit[0] not in seen])[:limit]
+
+    def coverage(self) -> dict[int, float]:
+        """Each matching chunk's share of the question: its BM25 score over the lexemes' summed
+        IDF (what a chunk of average length holding all of them scores), at most 1. A chunk
+        matching a typed query matches all of it."""
+        if self.typed:
+            return {chunk_id: 1.0 for chunk_id, _ in self.every_word}
+        if self.idf_mass <= 0:
+            return {}
+        return {chunk_id: min(score / self.idf_mass, 1.0) for chunk_id, score in self.bm25}
+
+
+def keyword_sides(query: str, plan: SearchPlan, limit: int) -> KeywordSides:
+    """Full-text matches in two passes.
 
     Typed websearch syntax that narrows (phrases, exclusions) is run as written and ranked by
     ts_rank_cd.
-    A plain question first asks for chunks holding all its words, ranked by ts_rank_cd (cover
-    density rewards the words close together; on COVID-QA keeping this pass first lifted hybrid
-    recall@5 from 0.783 to 0.800); the rest of the candidate list is filled from chunks holding
-    any of its informative words, ranked by BM25 (`_bm25_matches`).
+    A plain question first asks for chunks holding all its words, ranked by ts_rank_cd; then
+    chunks holding any of its informative words are ranked by BM25 (`_bm25_matches`), unless
+    the first pass already filled the list (its words are then common, and BM25 has little to
+    tell apart).
     """
     params = {"q": query, "ids": plan.collection_ids}
     every_word = _ranked_matches(keyword_query_sql(), params, limit, plan.readable_rows)
-    if _OPERATORS.search(query) or len(every_word) >= limit:
-        return every_word
+    if _OPERATORS.search(query):
+        return KeywordSides(every_word, [], [], typed=True)
+    if len(every_word) >= limit:
+        return KeywordSides(every_word, [], [])
     lexemes = informative_lexemes(query, plan.readable_rows)
     if not lexemes:
-        return every_word
-    seen = {chunk_id for chunk_id, _ in every_word}
-    any_word = _bm25_matches(lexemes, plan, limit)
-    return (every_word + [hit for hit in any_word if hit[0] not in seen])[:limit]
+        return KeywordSides(every_word, [], [])
+    ranked, mass = _bm25_matches(lexemes, plan, limit)
+    return KeywordSides(every_word, ranked, lexemes, idf_mass=mass)
+
+
+def fuse(vector_hits: Sequence[tuple[int, float]], sides: KeywordSides, limit: int) -> dict[int, _Fused]:
+    """Both sides' candidates with their fused scores.
+
+    A chunk scores its cosine similarity, plus KEYWORD_WEIGHT times its share of the question
+    (`KeywordSides.coverage`), plus EVERY_WORD_BONUS when it holds every word. A keyword match
+    the vector side did not return is given the lowest similarity the vector side did return
+    (it is at most that similar). So each side counts by how sure it is for this question: a
+    keyword match holding one common word of five moves a chunk by a fraction of the keyword
+    weight, while reciprocal-rank fusion gives the keyword side's first chunk as much as the
+    vector side's first whatever they matched; and a chunk far ahead on cosine stays ahead of
+    a weak keyword match. Scores of a keyword-only search start from 0.
+    """
+    fused: dict[int, _Fused] = {}
+    for rank, (chunk_id, similarity) in enumerate(vector_hits, start=1):
+        fused[chunk_id] = _Fused(float(similarity), float(similarity), vector_rank=rank)
+    floor = float(vector_hits[-1][1]) if vector_hits else 0.0
+    coverage = sides.coverage()
+    every_word = {chunk_id for chunk_id, _ in sides.every_word}
+    for rank, (chunk_id, keyword_score) in enumerate(sides.merged(limit), start=1):
+        entry = fused.setdefault(chunk_id, _Fused(floor))
+        entry.score += KEYWORD_WEIGHT * coverage.get(chunk_id, 0.0)
+        entry.score += EVERY_WORD_BONUS if chunk_id in every_word else 0.0
+        entry.keyword_score, entry.keyword_rank = float(keyword_score), rank
+    return fused
+
+
+def ranked(fused: dict[int, _Fused]) -> list[tuple[int, _Fused]]:
+    """`fuse`'s candidates best first; ties (a keyword-only search of common words) keep the
+    keyword side's order."""
+    return sorted(fused.items(), key=lambda item: (-item[1].score, item[1].keyword_rank or math.inf, item[0]))
 
 
 def search(
@@ -549,7 +618,7 @@ def search(
 ) -> list[SearchHit]:
     """The chunks `user` may read that best answer `query`, best first.
 
-    Vector nearest neighbours and full-text matches, fused by reciprocal rank. `mode` is
+    Vector nearest neighbours and full-text matches, fused by `fuse`. `mode` is
     "hybrid", "vector" or "keyword" (the single methods exist for evaluation). The permission
     filter is part of every SQL statement: rows of other collections are never read back.
     `readable_ids` is `readable_collection_ids(user, collections)` when the caller already has
@@ -563,27 +632,18 @@ def search(
     pool = max(k * 4, 40)
 
     vector_hits: list[tuple[int, float]] = []
-    keyword_hits: list[tuple[int, float]] = []
+    sides = KeywordSides([], [], [])
     with transaction.atomic():  # SET LOCAL lasts until the end of this transaction
         if mode in {"hybrid", "vector"}:
             if query_vector is None:
                 query_vector = provider.embed([query], kind="query").vectors[0]
             vector_hits = _vector_candidates(query_vector, plan, pool)
         if mode in {"hybrid", "keyword"}:
-            keyword_hits = _keyword_candidates(query, plan, pool)
+            sides = keyword_sides(query, plan, pool)
     if plan_out is not None:
         plan_out.append(plan)
 
-    fused: dict[int, _Fused] = {}
-    for rank, (chunk_id, similarity) in enumerate(vector_hits, start=1):
-        entry = fused.setdefault(chunk_id, _Fused())
-        entry.score += 1.0 / (RRF_K + rank)
-        entry.vector_score, entry.vector_rank = float(similarity), rank
-    for rank, (chunk_id, keyword_score) in enumerate(keyword_hits, start=1):
-        entry = fused.setdefault(chunk_id, _Fused())
-        entry.score += 1.0 / (RRF_K + rank)
-        entry.keyword_score, entry.keyword_rank = float(keyword_score), rank
-    best = sorted(fused.items(), key=lambda item: (-item[1].score, item[0]))[:k]
+    best = ranked(fuse(vector_hits, sides, pool))[:k]
     chunks = (
         Chunk.objects.select_related("document", "document__collection")
         .defer("embedding", "search_vector")  # parsing 384 floats per hit is for nobody here

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from knowledge.models import Collection
-from knowledge.selectors import SearchPlan, search
+from knowledge.selectors import (
+    EVERY_WORD_BONUS,
+    KEYWORD_WEIGHT,
+    KeywordSides,
+    SearchPlan,
+    fuse,
+    ranked,
+    search,
+)
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -68,6 +76,19 @@ def reciprocal_ranks(user: Any, mode: str) -> dict[str, float]:
     return ranks
 
 
+@pytest.fixture
+def fake_cosine_scale(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fusion's keyword weights are in units of cosine similarity, set for e5, whose first
+    and tenth neighbours lie ~0.02-0.05 apart (bench/retrieval_quality.py). The fake embedder's
+    hashed bags of words spread documents about five times as widely (0.0 to 0.5 on this
+    corpus), so its weights are scaled with it."""
+    from knowledge import selectors
+
+    monkeypatch.setattr(selectors, "KEYWORD_WEIGHT", 5 * selectors.KEYWORD_WEIGHT)
+    monkeypatch.setattr(selectors, "EVERY_WORD_BONUS", 5 * selectors.EVERY_WORD_BONUS)
+
+
+@pytest.mark.usefixtures("fake_cosine_scale")
 def test_hybrid_ranks_better_than_either_method_alone(corpus: Collection, admin_user: Any) -> None:
     per_mode = {mode: reciprocal_ranks(admin_user, mode) for mode in ("hybrid", "vector", "keyword")}
     mrr = {mode: sum(ranks.values()) / len(ranks) for mode, ranks in per_mode.items()}
@@ -77,6 +98,73 @@ def test_hybrid_ranks_better_than_either_method_alone(corpus: Collection, admin_
     assert min(per_mode["keyword"].values()) < 1, per_mode
     assert mrr["hybrid"] >= max(mrr["vector"], mrr["keyword"]), per_mode
     assert mrr["hybrid"] > min(mrr["vector"], mrr["keyword"]), per_mode
+
+
+def _order(fused: dict[int, Any]) -> list[int]:
+    return [chunk_id for chunk_id, _ in ranked(fused)]
+
+
+def test_a_weak_keyword_match_does_not_demote_the_dense_top_hit() -> None:
+    """Cosines as e5 gives them. The keyword side's only match holds one word of the question
+    (a fifth of its IDF) and is the vector side's second: reciprocal-rank fusion (k 5) put it
+    first (1/6 + 1/7 against 1/6); here it gains a fifth of the keyword weight and stays second."""
+    vector = [(1, 0.875), (2, 0.851), (3, 0.840)]
+    weak = KeywordSides(every_word=[], bm25=[(2, 2.0)], lexemes=["leav"], idf_mass=10.0)
+
+    fused = fuse(vector, weak, 40)
+
+    assert _order(fused) == [1, 2, 3]
+    assert fused[2].score == pytest.approx(0.851 + KEYWORD_WEIGHT * 0.2)
+    assert fused[2].keyword_rank == 1 and fused[1].keyword_rank is None
+
+
+def test_a_keyword_match_holding_the_whole_question_lifts_its_chunk() -> None:
+    """A chunk holding every word of the question outranks slightly closer vector hits, and a
+    match the vector side did not return starts from the lowest similarity it did return."""
+    vector = [(1, 0.862), (2, 0.851), (3, 0.840), (5, 0.780)]
+    strong = KeywordSides(
+        every_word=[(3, 0.1)], bm25=[(3, 10.0), (4, 6.0)], lexemes=["a", "b"], idf_mass=10.0
+    )
+
+    fused = fuse(vector, strong, 40)
+
+    assert _order(fused) == [3, 1, 2, 4, 5]
+    assert fused[3].score == pytest.approx(0.840 + KEYWORD_WEIGHT + EVERY_WORD_BONUS)
+    assert fused[3].vector_score == pytest.approx(0.840)  # cosine similarity, untouched
+    assert fused[4].score == pytest.approx(0.780 + KEYWORD_WEIGHT * 0.6)
+    assert fused[4].vector_score is None and fused[4].keyword_score == 6.0
+    # Without a vector side (keyword mode) scores start from 0, and the keyword order stands.
+    assert _order(fuse([], strong, 40)) == [3, 4]
+
+
+def test_a_question_without_keyword_matches_is_ranked_by_cosine(admin_user: Any) -> None:
+    """In Chinese, PostgreSQL's parser makes each clause one word, so a question rarely matches
+    any chunk by keyword: hybrid search then ranks as vector search does, scores are cosines."""
+    collection = factories.collection(name="中文")
+    factories.document(collection=collection, text="梵語的學術研究由德國學者開創。", filename="a.txt")
+    factories.document(collection=collection, text="亞洲協會在加爾各答舉行會議。", filename="b.txt")
+    factories.document(collection=collection, text="歐洲的大學設有梵語課程。", filename="c.txt")
+    question = "誰開創了梵語的學術研究？"
+
+    hybrid = search(admin_user, question, k=3)
+    vector = search(admin_user, question, k=3, mode="vector")
+
+    assert [h.chunk.pk for h in hybrid] == [h.chunk.pk for h in vector]
+    assert all(h.keyword_rank is None and h.score == h.vector_score for h in hybrid)
+
+
+def test_hybrid_scores_are_cosine_plus_the_keyword_bonus(admin_user: Any) -> None:
+    collection = factories.collection(name="Leave")
+    factories.document(collection=collection, text="Annual leave is twenty-five days.", filename="a.txt")
+    factories.document(collection=collection, text="Parking is free on weekends.", filename="b.txt")
+
+    (first, second) = search(admin_user, "annual leave days", k=2)
+
+    assert first.document.filename == "a.txt" and first.keyword_rank == 1
+    assert first.vector_score is not None and -1 <= first.vector_score <= 1
+    # It holds every word of the question: the whole keyword weight and the every-word bonus.
+    assert first.score == pytest.approx(first.vector_score + KEYWORD_WEIGHT + EVERY_WORD_BONUS, abs=0.03)
+    assert second.keyword_rank is None and second.score == second.vector_score
 
 
 def test_websearch_operators_in_keyword_mode(admin_user: Any) -> None:
@@ -408,6 +496,6 @@ def test_the_keyword_side_reads_a_bounded_number_of_matches(
 
     # The any-word pass looks each word up in at most KEYWORD_RANK_BUDGET chunks.
     plan = _plan([collection.pk])
-    assert len(_bm25_matches(["annual"], plan, 5)) == 3
+    assert len(_bm25_matches(["annual"], plan, 5)[0]) == 3
     monkeypatch.setattr(selectors, "KEYWORD_RANK_BUDGET", 1)
-    assert len(_bm25_matches(["annual"], plan, 5)) == 1
+    assert len(_bm25_matches(["annual"], plan, 5)[0]) == 1
