@@ -1192,12 +1192,15 @@ def _final_answer(turn: Turn, reply: ModelReply) -> Answer:
             rewrite=rewrite,
         )
     if reply.usable:
+        # Grounded in what it cited, but when nothing in the sources clearly answers the question
+        # the answer may be about something else: it is shown with a low-confidence warning.
+        weak = turn.selection is not None and selection.level == "weak"
         return _record(
             turn,
             text=reply.shown,
             answer_source=AnswerSource.MODEL,
             citations=citation_records(turn.sources, reply.citations, reply.text),
-            confidence=reply.confidence,
+            confidence=round(min(reply.confidence, selection.strength), 4) if weak else reply.confidence,
             grounded=True,
             grounding=model_grounding,
             suggestions=suggestions,

@@ -235,6 +235,20 @@ def test_medium_evidence_is_quoted_with_a_low_confidence_warning(
     assert answer.state == "uncertain" and answer.low_confidence
 
 
+def test_a_grounded_answer_where_the_evidence_is_weak_is_shown_with_a_warning(
+    assistant: Assistant,
+    deadlines: Document,
+    member: Any,
+    fake_provider: FakeProvider,
+    evidence_strength: Callable[[float], None],
+) -> None:
+    evidence_strength(0.2)
+    fake_provider.replies = [reply()]
+    answer = pipeline.run_to_answer(assistant=assistant, user=member, question=QUESTION)
+    assert answer.answer_source == "model" and answer.grounded and answer.text == GOOD_ANSWER
+    assert answer.confidence == 0.2 and answer.state == "uncertain"
+
+
 def test_unusable_output_with_weak_evidence_abstains_with_related_passages(
     assistant: Assistant,
     deadlines: Document,
