@@ -219,15 +219,37 @@ class Asked:
     history: list[tuple[str, str]]
 
 
+MAX_JSON_DEPTH = 32  # a chat request nests five levels deep; anything far past that is not one
+
+
+def _depth(value: object) -> int:
+    """How deeply `value` nests lists and objects, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                stack.extend(
+                    (child, level + 1) for child in (item.values() if isinstance(item, dict) else item)
+                )
+    return deepest
+
+
 def _json_body(request: HttpRequest) -> JsonObject:
+    too_deep = ApiError(400, f"The request body nests more than {MAX_JSON_DEPTH} levels deep.")
     try:
         body = json.loads(request.body)
     except RequestDataTooBig as exc:
         raise ApiError(413, "The request body is too large.") from exc
+    except RecursionError as exc:  # the parser gives up on thousands of nested brackets
+        raise too_deep from exc
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
         raise ApiError(400, f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise too_deep
     return body
 
 

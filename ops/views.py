@@ -23,11 +23,26 @@ from usage import selectors as usage
 @require_GET
 @never_cache
 def healthz(request: HttpRequest) -> HttpResponse:
-    """200 when every component is ok, 503 otherwise; the body says which and why."""
+    """200 when every component is ok, 503 otherwise.
+
+    Anyone (a load balancer) gets the status alone. Which component failed and why, and the
+    versions and model names the checks report, go only to staff and to METRICS_TOKEN: they tell
+    an attacker what is running.
+    """
     checks = run_checks()
     healthy = all(check.ok for check in checks.values())
-    body = {"status": "ok" if healthy else "error", "components": {n: c.as_json() for n, c in checks.items()}}
+    body: dict[str, Any] = {"status": "ok" if healthy else "error"}
+    if _may_read_details(request):
+        body["components"] = {n: c.as_json() for n, c in checks.items()}
     return JsonResponse(body, status=200 if healthy else 503)
+
+
+def _may_read_details(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if token and scheme.lower() == "bearer" and secrets.compare_digest(given.strip(), token):
+        return True
+    return bool(request.user.is_authenticated and request.user.is_staff)
 
 
 def _dashboard_context(period: selectors.DateRange) -> dict[str, Any]:
@@ -103,12 +118,9 @@ def _metrics_allowed(request: HttpRequest) -> HttpResponse | None:
     With METRICS_TOKEN set, `Authorization: Bearer <token>` is accepted (Prometheus); signed-in
     staff may always read them.
     """
+    if _may_read_details(request):
+        return None
     token = settings.METRICS_TOKEN
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if token and scheme.lower() == "bearer" and secrets.compare_digest(given.strip(), token):
-        return None
-    if request.user.is_authenticated and request.user.is_staff:
-        return None
     hint = (
         "Send `Authorization: Bearer <METRICS_TOKEN>`."
         if token

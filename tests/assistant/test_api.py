@@ -468,6 +468,9 @@ def post(client: Client, body: str, headers: dict[str, str]) -> Any:
         ('{"messages": [{"role": "user", "content": "  "}]}', "Type a question first."),
         ('{"messages": [{"role": "user", "content": "hi"}], "stream": "yes"}', "`stream` must be"),
         ('{"model": 5, "messages": [{"role": "user", "content": "hi"}]}', "`model` must be a string"),
+        # 100,000 nested brackets made the parser give up with a RecursionError (a 500).
+        ("[" * 100_000 + "]" * 100_000, "nests more than 32 levels deep"),
+        ('{"messages": ' + "[" * 200 + "]" * 200 + "}", "nests more than 32 levels deep"),
     ],
 )
 def test_bad_input_is_400_in_openai_format(
@@ -480,6 +483,14 @@ def test_bad_input_is_400_in_openai_format(
     error = response.json()["error"]
     assert message in error["message"]
     assert error["type"] == "invalid_request_error"
+
+
+@pytest.mark.django_db
+def test_a_body_that_is_not_utf8_is_400(client: Client, bearer: dict[str, str]) -> None:
+    response = client.post(
+        reverse("api:chat_completions"), data=b"\xff\xfe{}", content_type="application/json", headers=bearer
+    )
+    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]["message"]
 
 
 @pytest.mark.django_db
