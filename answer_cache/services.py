@@ -113,13 +113,33 @@ class CacheHit:
         }
 
 
-def hit_notice(*, question: str, asked_at: datetime) -> str:
-    """The line shown with a cached answer: which earlier question it answered, and when."""
+def hit_notice(*, question: str | None, asked_at: datetime) -> str:
+    """The line shown with a cached answer: which earlier question it answered (when the reader
+    may see it, see `source_question_for`), and when."""
+    day = date_format(timezone.localtime(asked_at), "j F Y")
+    if question is None:
+        return f"Answered from an earlier answer to a similar question, on {day}"
     text = " ".join(question.split())
     if len(text) > NOTICE_QUESTION_CHARS:
         text = text[: NOTICE_QUESTION_CHARS - 1].rstrip() + "…"
-    day = date_format(timezone.localtime(asked_at), "j F Y")
     return f"Answered from an earlier answer to: “{text}”, on {day}"
+
+
+def source_question_for(answer: Answer, reader: object) -> str | None:
+    """The earlier question a cache hit answered, if `reader` may see it; else None.
+
+    Someone else's question is theirs: it is named only when it was the reader's own, or when
+    staff approved that answer for everyone (the cache entry is marked approved). Otherwise the
+    reader learns only that a similar question was answered before, and when.
+    """
+    source = answer.cached_from if answer.cache_hit else None
+    if source is None:
+        return None
+    if source.user_id is not None and source.user_id == getattr(reader, "pk", None):
+        return source.question
+    if CachedAnswer.objects.filter(answer=source, approved=True).exists():
+        return source.question
+    return None
 
 
 # --- keys ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.utils.text import slugify
 
+from answer_cache import services as answer_cache
 from assistant.models import Answer, Assistant
 
 
@@ -73,11 +74,16 @@ def answer_summary(answer: Answer) -> dict[str, Any]:
 
 
 def cached_from_json(answer: Answer) -> dict[str, Any] | None:
-    """For a cache hit: which earlier answer was served, to which question, and when."""
+    """For a cache hit: which earlier answer was served, when, and to which question when the asker
+    may see it (their own, or approved by staff; null otherwise)."""
     source = answer.cached_from if answer.cache_hit else None
     if source is None:
         return None
-    return {"answer_id": source.pk, "question": source.question, "asked_at": source.created_at.isoformat()}
+    return {
+        "answer_id": source.pk,
+        "question": answer_cache.source_question_for(answer, answer.user),
+        "asked_at": source.created_at.isoformat(),
+    }
 
 
 def answer_record(answer: Answer) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import push_url, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
+from answer_cache import services as answer_cache
 from assistant import access, pipeline, services
 from assistant.forms import FeedbackForm, FlagForm, MessageForm, NoticeForm
 from assistant.models import Answer, AnswerSource, Assistant, Conversation, Message
@@ -83,6 +84,7 @@ class Shown:
     evidence: list[dict[str, Any]] = field(default_factory=list)  # each with the source's url
     model_text: SafeString | None = None  # the model's own answer, when another text is shown
     model_problem: str = ""
+    cache_notice: str = ""  # for a cache hit: which earlier question it answered, if the reader may know
 
 
 def _answer_of(message: Message) -> Answer | None:
@@ -105,7 +107,14 @@ def _timing(latency: Mapping[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def _shown(message: Message, ratings: Mapping[int, int] | None = None) -> Shown:
+def _cache_notice(answer: Answer, reader: User | None) -> str:
+    if not answer.cache_hit or answer.cached_from is None:
+        return ""
+    question = answer_cache.source_question_for(answer, reader)
+    return answer_cache.hit_notice(question=question, asked_at=answer.cached_from.created_at)
+
+
+def _shown(message: Message, ratings: Mapping[int, int] | None = None, reader: User | None = None) -> Shown:
     answer = _answer_of(message)
     if message.role == Message.Role.USER:
         return Shown(message=message, answer=None, html=SafeString(""))
@@ -133,6 +142,7 @@ def _shown(message: Message, ratings: Mapping[int, int] | None = None) -> Shown:
         ],
         model_text=markdown_html(answer.model_text) if answer.model_text.strip() else None,
         model_problem=str(model.get("problem", "")) if isinstance(model, dict) else "",
+        cache_notice=_cache_notice(answer, reader),
     )
 
 
@@ -146,7 +156,7 @@ def _render_message(request: ChatRequest, message: Message) -> str:
     fresh = access.message_for(request.user, message.pk)
     answer = _answer_of(fresh)
     ratings = access.feedback_given(request.user, [answer] if answer else [])
-    context = _fragment_context(request, item=_shown(fresh, ratings))
+    context = _fragment_context(request, item=_shown(fresh, ratings, request.user))
     return render_to_string(f"{PAGE}#message", context, request=request)
 
 
@@ -181,7 +191,7 @@ def _chat_page(
         request,
         conversation=conversation,
         conversations=access.conversations_of(request.user),
-        shown=[_shown(m, ratings) for m in messages],
+        shown=[_shown(m, ratings, request.user) for m in messages],
         form=form or MessageForm(),
         send_url=_send_url(conversation),
         examples=[] if messages else example_questions(request.user),

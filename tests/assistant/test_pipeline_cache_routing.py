@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from answer_cache import services as answer_cache_services
 from answer_cache.models import CachedAnswer
-from assistant import pipeline, services
+from assistant import pipeline, serializers, services
 from assistant.models import Answer, Assistant, Conversation
 from gateway import provider
 from knowledge.models import Document
@@ -276,3 +277,29 @@ def test_a_follow_up_is_cached_under_the_redacted_history(
     assert "jane" not in redacted
     assert entry.context_key == text_hash(normalize_question(redacted))
     assert not any("jane" in text for text in fake_provider.embedded)
+
+
+def test_a_hit_names_another_persons_question_only_once_staff_approved_the_answer(
+    assistant: Assistant,
+    policy: Document,
+    member: Any,
+    outsider: Any,
+    owner: Any,
+    fake_provider: FakeProvider,
+    client: Any,
+) -> None:
+    fake_provider.replies = [GOOD]
+    first = ask(member, "When exactly are the expense reports due?")
+    hit = ask(outsider, "When exactly are the expense reports due?")  # the same public collection
+    assert hit.cache_hit and hit.cached_from == first
+
+    client.force_login(outsider)
+    page = client.get(f"/c/{hit.message.conversation_id}/").content.decode()
+    assert "Answered from an earlier answer to a similar question, on" in page
+    assert "When exactly are the expense reports due?" not in page.split('class="msg msg-assistant')[1]
+    assert serializers.cached_from_json(hit)["question"] is None  # nor through the API
+
+    answer_cache_services.cache_store(answer=first, approved=True)  # what staff approval does
+    page = client.get(f"/c/{hit.message.conversation_id}/").content.decode()
+    assert "Answered from an earlier answer to: “When exactly are the expense reports due?”" in page
+    assert serializers.cached_from_json(hit)["question"] == "When exactly are the expense reports due?"
