@@ -485,12 +485,16 @@ def answer_save(
 
 
 def answer_replay(*, answer: Answer, user: Any) -> Answer:
-    """The same question with the same settings, prompt version and retrieved chunks, for comparison."""
-    # The staff member who replays it pays for it, whoever asked the original.
+    """The same question with the same settings, prompt version and retrieved chunks, for comparison.
+
+    It runs with the permissions of the staff member who replays it, not the asker's: chunks in
+    collections they may not read are left out, so a replay never shows them what they could not
+    read themselves. They pay for it too.
+    """
     with usage.tracking(user=user, purpose=usage.Purpose.ANSWER) as tracker:
         replay = pipeline.run_to_answer(
             assistant=answer.assistant,
-            user=answer.user or user,
+            user=user,
             question=answer.question,
             config=pipeline.Settings.of_answer(answer),
             pinned_chunk_ids=[r["chunk_id"] for r in answer.retrieved if not r.get("via_tool")],

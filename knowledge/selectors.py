@@ -668,6 +668,11 @@ def chunks_readable_by(user: object) -> QuerySet[Chunk]:
     return Chunk.objects.filter(collection_id__in=readable_collection_ids(user)).select_related("document")
 
 
+def existing_chunk_ids(chunk_ids: Iterable[int]) -> set[int]:
+    """Which of the chunks still exist, whoever may read them (to tell "deleted" from "not yours")."""
+    return set(Chunk.objects.filter(pk__in=list(chunk_ids)).values_list("pk", flat=True))
+
+
 def hits_for_chunks(user: object, chunk_ids: Sequence[int]) -> list[SearchHit]:
     """The given chunks, in the given order, as hits; chunks `user` may not read are left out."""
     chunks = chunks_readable_by(user).select_related("document__collection").in_bulk(list(chunk_ids))

@@ -165,7 +165,8 @@ class RetrievedChunk:
     via_tool: bool
     quarantined: bool
     cited: bool
-    hit: SearchHit | None  # None: the chunk was deleted since, or is no longer readable
+    hit: SearchHit | None  # None: deleted since, or in a collection the reviewer may not read
+    restricted: bool = False  # it exists, in a collection the reviewer may not read
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class Item:
     status: str
     conversation: list[Message]
     chunks: list[RetrievedChunk]
+    evidence: list[dict[str, Any]]  # the evidence the answer found, each readable by the reviewer or not
     guardrails: list[GuardSection]
     guardrails_json: str
     grounding_json: str
@@ -193,27 +195,29 @@ class Item:
     feedback: list[Feedback]
     events: list[ReviewEvent]
 
+    @property
+    def restricted(self) -> bool:
+        """Some of what the answer was made from lies in collections the reviewer may not read."""
+        return any(c.restricted for c in self.chunks)
+
 
 def _quarantined(entry: dict[str, Any]) -> bool:
     return bool(entry.get("quarantined") or entry.get("quarantine"))
 
 
 def retrieved_chunks(answer: Answer, viewer: User) -> list[RetrievedChunk]:
-    """The answer's retrieved chunks with their scores and texts.
+    """The answer's retrieved chunks with their scores and, where the reviewer may read them, texts.
 
-    Texts are read with the permissions of the person who got the answer (what the model saw
-    for them), falling back to the reviewer's when that account is gone.
+    Staff act within what they may read: a passage in a collection the reviewer cannot read is
+    marked restricted and not shown (superusers read every collection).
     """
     entries = [e for e in answer.retrieved or [] if isinstance(e, dict) and e.get("chunk_id") is not None]
     citations = [c for c in answer.citations or [] if isinstance(c, dict)]
     cited_ids = {c.get("chunk_id") for c in citations}
     quarantined_ids = {c.get("chunk_id") for c in citations if _quarantined(c)}
-    hits = {
-        hit.chunk.pk: hit
-        for hit in knowledge_selectors.hits_for_chunks(
-            answer.user or viewer, [int(e["chunk_id"]) for e in entries]
-        )
-    }
+    ids = [int(e["chunk_id"]) for e in entries]
+    hits = {hit.chunk.pk: hit for hit in knowledge_selectors.hits_for_chunks(viewer, ids)}
+    existing = knowledge_selectors.existing_chunk_ids(ids)
     return [
         RetrievedChunk(
             n=e.get("n"),
@@ -225,6 +229,7 @@ def retrieved_chunks(answer: Answer, viewer: User) -> list[RetrievedChunk]:
             quarantined=_quarantined(e) or e["chunk_id"] in quarantined_ids,
             cited=e["chunk_id"] in cited_ids,
             hit=hits.get(int(e["chunk_id"])),
+            restricted=int(e["chunk_id"]) in existing and int(e["chunk_id"]) not in hits,
         )
         for e in entries
     ]
@@ -270,14 +275,21 @@ def events_of(review: Review | None) -> list[ReviewEvent]:
 
 
 def item(answer: Answer, *, viewer: User) -> Item:
-    """Everything the item page shows about a flagged answer."""
+    """Everything the item page shows about a flagged answer, within what the reviewer may read."""
     review = review_of(answer)
+    chunks = retrieved_chunks(answer, viewer)
+    readable = {c.chunk_id for c in chunks if c.hit is not None}
     return Item(
         answer=answer,
         review=review,
         status=review.status if review else Review.Status.OPEN,
         conversation=conversation_until(answer),
-        chunks=retrieved_chunks(answer, viewer),
+        chunks=chunks,
+        evidence=[
+            {**e, "restricted": e.get("chunk_id") not in readable}
+            for e in answer.evidence or []
+            if isinstance(e, dict)
+        ],
         guardrails=guardrail_sections(answer.guardrails),
         guardrails_json=json.dumps(answer.guardrails, indent=2, ensure_ascii=False)
         if answer.guardrails is not None
