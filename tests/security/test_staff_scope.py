@@ -4,6 +4,7 @@ collection the reviewer cannot read; superusers see everything."""
 from __future__ import annotations
 
 import json
+
 import pytest
 from django.contrib.auth.models import Group
 from django.test import Client
