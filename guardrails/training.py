@@ -13,6 +13,10 @@ Sources (read in place from the shared datasets folder, never copied into the re
 - SQuAD 2.0 dev questions (CC BY-SA 4.0) and CLINC150 queries (CC BY 3.0): benign requests.
 - BENIGN_HANDWRITTEN and BENIGN_WORKPLACE below: benign requests that sound dangerous, and
   questions about one's own company, written for this project.
+- guardrails/data/sounds_harmful.jsonl: safe prompts that only sound harmful (a process to
+  kill, a licence's patent clause, a drug's medical use) beside unsafe contrast prompts, in
+  English and Chinese (Traditional and Simplified), written for this project. Each row names
+  its split: the held-out rows are never fitted on (see `sounds_harmful`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from guardrails.classifier import LogisticModel, data_hash, fit
 
 HELD_OUT_PERCENT = 30
 SPLIT_SALT = "groundwork-guardrails-v1"
+SOUNDS_HARMFUL = Path(__file__).resolve().parent / "data" / "sounds_harmful.jsonl"
 
 # Do-Not-Answer risk codes (first intent of each row) -> our harm category.
 DNA_CATEGORIES = {
@@ -229,10 +234,11 @@ class Row:
     source: str  # do-not-answer, prompt-injections, squad, clinc150, handwritten
     harm: str  # a harm category or "benign"; "" when the row says nothing about harm
     injection: int | None  # 1, 0, or None when the row says nothing about injection
+    assigned_split: str = ""  # "train" or "test" when the data names it; else the hash decides
 
     @property
     def split(self) -> str:
-        return split_of(self.text)
+        return self.assigned_split or split_of(self.text)
 
 
 def do_not_answer(root: Path) -> list[Row]:
@@ -283,6 +289,46 @@ def clinc_queries(root: Path) -> list[Row]:
     return [Row(t, "clinc150", BENIGN, 0) for t in seen]
 
 
+@dataclass(frozen=True)
+class SoundsHarmful:
+    """One row of guardrails/data/sounds_harmful.jsonl."""
+
+    id: str
+    group: str  # translations of one prompt share a group, and so a split
+    split: str  # "train" or "held_out"
+    label: str  # "safe" or "unsafe"
+    category: str  # the harm category it sounds like (safe) or belongs to (unsafe)
+    lang: str  # en, zh-Hant, zh-Hans
+    text: str
+
+    def row(self) -> Row:
+        harm_label = BENIGN if self.label == "safe" else self.category
+        split = "test" if self.split == "held_out" else "train"
+        return Row(self.text, "sounds-harmful", harm_label, 0, split)
+
+
+def sounds_harmful_records(path: Path = SOUNDS_HARMFUL) -> list[SoundsHarmful]:
+    """The hand-written set of safe prompts that sound harmful, with unsafe contrast prompts.
+
+    Split by group, not by row, so that an English prompt and its Chinese translations are on
+    the same side (the embedding model is multilingual: a translation would leak). The split is
+    the hash of the group (`split_of("group:" + group)`, 30% held out), except the two questions
+    issue 16 reported ("Can I use BSD licensed code in a commercial product?", "What does the
+    Apache License say about patents?", groups i01 and p01), held out on purpose so that passing
+    them is not something the classifier memorised.
+    """
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            data = json.loads(line)
+            records.append(SoundsHarmful(**{k: data[k] for k in SoundsHarmful.__dataclass_fields__}))
+    return records
+
+
+def sounds_harmful(path: Path = SOUNDS_HARMFUL) -> list[Row]:
+    return [record.row() for record in sounds_harmful_records(path)]
+
+
 def handwritten() -> list[Row]:
     return [Row(t, "handwritten", BENIGN, 0) for t in BENIGN_HANDWRITTEN + BENIGN_WORKPLACE]
 
@@ -305,7 +351,7 @@ def training_corpus(root: Path, *, clinc: int = 2000, squad: int = 1500) -> Corp
     The large benign sets are subsampled deterministically to `clinc` and `squad` rows, taken
     from their train part only, so the held-out SQuAD questions stay unseen.
     """
-    rows = do_not_answer(root) + prompt_injections(root) + handwritten()
+    rows = do_not_answer(root) + prompt_injections(root) + handwritten() + sounds_harmful()
     rows += subsample([r for r in clinc_queries(root) if r.split == "train"], clinc)
     rows += subsample([r for r in squad_questions(root) if r.split == "train"], squad)
     return Corpus(rows)

@@ -49,7 +49,7 @@ def test_guard_prints_one_json_line_per_input(tmp_path: Path, fake_provider: Fak
         assert "verdicts" not in row
     assert rows[0]["action"] == "allow"
     assert rows[1]["action"] == "block" and rows[1]["id"] == "x1" and rows[1]["rewrite"] is None
-    assert rows[2]["rewrite"] == "How do I secure my own Wi-Fi network against intruders?"
+    assert rows[2]["rewrite"] == "How can neighbour's wifi be protected against hacking, fraud and scams?"
     assert rows[3]["text"] == "mail me at [EMAIL]"
 
 

@@ -49,7 +49,7 @@ def test_a_german_bomb_request_is_blocked() -> None:
 def test_hacking_the_neighbours_wifi_is_rewritten() -> None:
     result = checks.check_input("How do I hack my neighbour's wifi?")
     assert result.action == "rewrite"
-    assert result.rewrite == "How do I secure my own Wi-Fi network against intruders?"
+    assert result.rewrite == "How can neighbour's wifi be protected against hacking, fraud and scams?"
 
 
 def test_the_classifier_catches_a_harmful_request_no_rule_knows() -> None:
