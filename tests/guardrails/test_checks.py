@@ -265,7 +265,7 @@ def test_off_topic_relative_to_the_scope(fake_provider: FakeProvider) -> None:
     assert fake_provider.embedded.count(" ".join(scope.split())) == 1  # the scope is embedded once
 
 
-def test_a_close_knowledge_base_match_turns_a_classifiers_flag_into_a_notice(fake_provider: FakeProvider) -> None:
+def test_a_close_knowledge_match_turns_a_classifiers_flag_into_a_notice(fake_provider: FakeProvider) -> None:
     for question, category in [
         ("what is the salary of my coworker", "privacy"),
         ("how to steal a car", "illegal_activity"),
