@@ -299,8 +299,14 @@ def harm_rewrite(category: str, question: str) -> str | None:
     )
     offered = template.format(topic=topic or _NO_TOPIC[lang], professional=professional)
     if harm.rule_hits([offered]):
-        # A subject that still reads as the harmful request is dropped rather than offered.
-        offered = template.format(topic=_NO_TOPIC[lang], professional=professional)
+        # The words of the subject that still read as the harmful request are cut out; when
+        # nothing of it is left, the rewrite is as general as the category.
+        for rule in (*harm.RULES, *harm.INTENT_RULES):
+            topic = rule.pattern.sub(" ", topic)
+        topic = " ".join(topic.split()).strip(" ,，、")
+        offered = template.format(topic=topic or _NO_TOPIC[lang], professional=professional)
+        if harm.rule_hits([offered]):
+            offered = template.format(topic=_NO_TOPIC[lang], professional=professional)
     return offered
 
 
