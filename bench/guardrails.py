@@ -361,7 +361,7 @@ def main() -> None:
             vectors_for, dna_rows, sounds_rows, vectors, checks, training, cache.path
         )
     if not args.no_qa_sets:
-        result["qa_sets"] = _qa_sets(vectors_for, checks, training)
+        result["qa_sets"] = _qa_sets(vectors_for, checks, training, cache.path)
         result["meets_targets"]["qa_questions_stopped"] = all(
             figures["stopped"] <= TARGETS["qa_questions_stopped"] for figures in result["qa_sets"].values()
         )
@@ -447,12 +447,53 @@ def _qa_questions() -> dict[str, list[str]]:
     return {"drcd": questions(drcd), "squad": questions(squad), "covid-qa": questions(covid)}
 
 
-def _qa_sets(vectors_for: Any, checks: Any, training: Any) -> dict[str, Any]:
+def _qa_paragraphs() -> dict[str, list[str]]:
+    """The paragraphs the SQuAD and DRCD questions were written on: their own knowledge."""
+    out = {}
+    for name, path in (("squad", DATASETS / "squad" / "dev-v2.0-half.json"), ("drcd", DRCD)):
+        articles = load_json(path)["data"]
+        out[name] = list(dict.fromkeys(p["context"] for a in articles for p in a["paragraphs"]))
+    return out
+
+
+def _qa_sets(vectors_for: Any, checks: Any, training: Any, cache_path: Path) -> dict[str, Any]:
     """Benign reading-comprehension questions through the default input checks (no scope):
-    how many any check stops, and which check did. Rows of a training split are counted apart."""
+    how many any check stops, and which check did. Rows of a training split are counted apart.
+
+    For SQuAD and DRCD also as the pipeline would ask them: with retrieval's best match, the
+    question's best cosine with a paragraph of its own set (passage mode), which may turn a flag
+    the classifier alone raised into a notice.
+    """
+    import numpy as np
+    from django.conf import settings
+
+    from gateway import provider
+
+    passage_cache = training.EmbeddingCache(
+        cache_path.with_name("passages-" + cache_path.name), settings.EMBEDDING_MODEL
+    )
+
+    def embed_passages(batch: list[str]) -> list[list[float]]:
+        return provider.embed(batch, kind="passage").vectors
+
+    knowledge = {
+        name: passage_cache.embed(texts, embed_passages, batch=16) for name, texts in _qa_paragraphs().items()
+    }
     out: dict[str, Any] = {}
     for name, texts in _qa_questions().items():
         vectors = vectors_for(texts, name)
+        if name in knowledge:
+            best = (np.asarray(vectors) @ knowledge[name].T).max(axis=1)
+            asked = [
+                checks.check_input(text, query_vector=vector, retrieval_score=float(score))
+                for text, vector, score in zip(texts, vectors, best, strict=True)
+            ]
+            with_knowledge = {
+                "stopped_n": sum(not r.allowed for r in asked),
+                "answered_with_notice_n": sum(bool(r.notice) for r in asked),
+                "best_match_p5": round(float(np.percentile(best, 5)), 4),
+                "best_match_p50": round(float(np.percentile(best, 50)), 4),
+            }
         by_check: Counter[str] = Counter()
         by_category: Counter[str] = Counter()
         stopped_texts = []
@@ -479,6 +520,8 @@ def _qa_sets(vectors_for: Any, checks: Any, training: Any) -> dict[str, Any]:
             "examples": stopped_texts[:15],
             "input_checks_given_embedding": latency_summary(seconds),
         }
+        if name in knowledge:
+            out[name]["asked_of_its_own_paragraphs"] = with_knowledge
     return out
 
 
