@@ -89,8 +89,9 @@ class GuardConfig:
     # ("How can I protect my children?" in a health FAQ, which the classifier took for illegal
     # activity), so it is answered with a notice instead of stopped. Rule hits, moderation
     # verdicts and hidden text are never vouched for. 0.85 is the assistant's default
-    # `min_similarity` for multilingual-e5-small, below which the pipeline abstains anyway; see
-    # docs/benchmarks-guardrails.md for what it lets through ("knowledge_notice").
+    # `min_similarity` for multilingual-e5-small, below which the pipeline abstains anyway. On a
+    # health FAQ (bench/guardrails.py, "knowledge_vouching") none of its readers' 447 questions
+    # stays stopped and 73 of the 913 Do-Not-Answer prompts the checks stop get a notice instead.
     knowledge_match: float = 0.85
     pii_action: str = "rewrite"  # rewrite: offer the redacted text; redact: send it silently; block
     pii_kinds: tuple[str, ...] = PII_KINDS
