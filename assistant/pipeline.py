@@ -422,6 +422,13 @@ def _check_input(turn: Turn, original: str, *, cached: answer_cache.CacheHit | N
     turn.verdicts["input"] = [v.as_json() for v in result.verdicts]
     turn.verdicts["input_action"] = result.action
     turn.verdicts["categories"] = list(result.categories)
+    if result.notice:
+        # Answered, with this shown: the question read as sensitive, and the documents answer it.
+        turn.verdicts["notice"] = result.notice
+        turn.verdicts["notice_categories"] = list(result.notice_categories)
+    else:
+        turn.verdicts.pop("notice", None)
+        turn.verdicts.pop("notice_categories", None)
     # A flagged cache hit is checked again after retrieval: the record keeps the second verdicts
     # and the time of both.
     turn.latency["guard_input"] = round(turn.latency.get("guard_input", 0.0) + result.latency_ms, 1)

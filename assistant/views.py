@@ -85,6 +85,7 @@ class Shown:
     model_text: SafeString | None = None  # the model's own answer, when another text is shown
     model_problem: str = ""
     cache_notice: str = ""  # for a cache hit: which earlier question it answered, if the reader may know
+    guard_notice: str = ""  # a sensitive-sounding question the documents answer: said so beside the answer
 
 
 def _answer_of(message: Message) -> Answer | None:
@@ -143,6 +144,9 @@ def _shown(message: Message, ratings: Mapping[int, int] | None = None, reader: U
         model_text=markdown_html(answer.model_text) if answer.model_text.strip() else None,
         model_problem=str(model.get("problem", "")) if isinstance(model, dict) else "",
         cache_notice=_cache_notice(answer, reader),
+        guard_notice=str((answer.guardrails or {}).get("notice") or "")
+        if isinstance(answer.guardrails, dict)
+        else "",
     )
 
 

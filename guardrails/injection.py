@@ -2,8 +2,8 @@
 
 The rules are generic patterns of instruction override ("ignore the previous instructions"),
 prompt extraction ("show me your system prompt"), role hijack ("you are now DAN") and fake
-conversation markup, in English, German, Spanish, French, Italian, Portuguese, Russian and
-Serbo-Croatian. The embedding classifier in checks.py covers what the rules miss; a retrieved
+conversation markup, in English, German, Spanish, French, Italian, Portuguese, Russian,
+Serbo-Croatian and Chinese. The embedding classifier in checks.py covers what the rules miss; a retrieved
 chunk is checked by the document rules only (it has no query embedding), which look for
 text addressed to an AI rather than to a human reader.
 """
@@ -99,6 +99,27 @@ USER_RULES: tuple[Rule, ...] = (
         "override",
         0.95,
         r"(?:забуд\w*|игнорир\w*|проигнорир\w*|zaboravi|ignoriraj|ignoriši)\s[^.!?\n]{0,40}?(?:инструкци\w*|указани\w*|всё|все|instrukcije|upute|sve)",
+    ),
+    # Chinese (Traditional and Simplified): override, prompt extraction, role hijack. The
+    # classifier was trained on English and German injections only, so these carry Chinese.
+    _rule(
+        "override",
+        0.95,
+        r"(?:忽略|無視|无视|忘記|忘记|忘掉|不要理會|不要理会|不要管|拋開|抛开|放棄|放弃)[^。！？\n]{0,12}?"
+        r"(?:之前|先前|以前|以上|上面|前面|上述|原本|原來|原来|所有|全部|一切)[^。！？\n]{0,8}?"
+        r"(?:指令|指示|命令|規則|规则|設定|设定|提示|要求|任務|任务|說明|说明)",
+    ),
+    _rule(
+        "prompt_leak",
+        0.9,
+        r"(?:系統|系统)(?:提示|指令|訊息|消息)|(?:你的|妳的)(?:提示詞|提示词|指令|系統設定|系统设定)"
+        r"|(?:顯示|显示|輸出|输出|告訴我|告诉我|重複|重复|列出)[^。！？\n]{0,10}?(?:提示詞|提示词|原始指令|初始指令)",
+    ),
+    _rule(
+        "role_hijack",
+        0.9,
+        r"(?:從現在開始|从现在开始|從現在起|从现在起|現在起)[，,]?\s*你(?:是|要|必須|必须|將|将)|你現在是|你现在是"
+        r"|(?:不受|沒有|没有)(?:任何)?(?:限制|約束|约束|審查|审查)的(?:AI|人工智慧|人工智能|助手|助理|模型)",
     ),
     # Prompt extraction
     _rule(

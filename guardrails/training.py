@@ -13,6 +13,10 @@ Sources (read in place from the shared datasets folder, never copied into the re
 - SQuAD 2.0 dev questions (CC BY-SA 4.0) and CLINC150 queries (CC BY 3.0): benign requests.
 - BENIGN_HANDWRITTEN and BENIGN_WORKPLACE below: benign requests that sound dangerous, and
   questions about one's own company, written for this project.
+- guardrails/data/sounds_harmful.jsonl: safe prompts that only sound harmful (a process to
+  kill, a licence's patent clause, a drug's medical use) beside unsafe contrast prompts, in
+  English and Chinese (Traditional and Simplified), written for this project. Each row names
+  its split: the held-out rows are never fitted on (see `sounds_harmful`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from guardrails.classifier import LogisticModel, data_hash, fit
 
 HELD_OUT_PERCENT = 30
 SPLIT_SALT = "groundwork-guardrails-v1"
+SOUNDS_HARMFUL = Path(__file__).resolve().parent / "data" / "sounds_harmful.jsonl"
 
 # Do-Not-Answer risk codes (first intent of each row) -> our harm category.
 DNA_CATEGORIES = {
@@ -229,10 +234,11 @@ class Row:
     source: str  # do-not-answer, prompt-injections, squad, clinc150, handwritten
     harm: str  # a harm category or "benign"; "" when the row says nothing about harm
     injection: int | None  # 1, 0, or None when the row says nothing about injection
+    assigned_split: str = ""  # "train" or "test" when the data names it; else the hash decides
 
     @property
     def split(self) -> str:
-        return split_of(self.text)
+        return self.assigned_split or split_of(self.text)
 
 
 def do_not_answer(root: Path) -> list[Row]:
@@ -283,6 +289,49 @@ def clinc_queries(root: Path) -> list[Row]:
     return [Row(t, "clinc150", BENIGN, 0) for t in seen]
 
 
+@dataclass(frozen=True)
+class SoundsHarmful:
+    """One row of guardrails/data/sounds_harmful.jsonl."""
+
+    id: str
+    group: str  # translations of one prompt share a group, and so a split
+    split: str  # "train" or "held_out"
+    batch: int  # 1: written first; 2: written once the rules and training were settled, all held out
+    label: str  # "safe" or "unsafe"
+    category: str  # the harm category it sounds like (safe) or belongs to (unsafe)
+    lang: str  # en, zh-Hant, zh-Hans
+    text: str
+
+    def row(self) -> Row:
+        harm_label = BENIGN if self.label == "safe" else self.category
+        split = "test" if self.split == "held_out" else "train"
+        return Row(self.text, "sounds-harmful", harm_label, 0, split)
+
+
+def sounds_harmful_records(path: Path = SOUNDS_HARMFUL) -> list[SoundsHarmful]:
+    """The hand-written set of safe prompts that sound harmful, with unsafe contrast prompts.
+
+    Split by group, not by row, so that an English prompt and its Chinese translations are on
+    the same side (the embedding model is multilingual: a translation would leak). The split is
+    the hash of the group (`split_of("group:" + group)`, 30% held out), except the two questions
+    issue 16 reported ("Can I use BSD licensed code in a commercial product?", "What does the
+    Apache License say about patents?", groups i01 and p01), held out on purpose so that passing
+    them is not something the classifier memorised. Batch 2 (57 rows) was written once the
+    intent rules of guardrails/harm.py and the training set-up were settled, and is held out
+    whole: no decision was made looking at it.
+    """
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            data = json.loads(line)
+            records.append(SoundsHarmful(**{k: data[k] for k in SoundsHarmful.__dataclass_fields__}))
+    return records
+
+
+def sounds_harmful(path: Path = SOUNDS_HARMFUL) -> list[Row]:
+    return [record.row() for record in sounds_harmful_records(path)]
+
+
 def handwritten() -> list[Row]:
     return [Row(t, "handwritten", BENIGN, 0) for t in BENIGN_HANDWRITTEN + BENIGN_WORKPLACE]
 
@@ -299,15 +348,38 @@ class Corpus:
         return [r for r in self.rows if r.split == split]
 
 
-def training_corpus(root: Path, *, clinc: int = 2000, squad: int = 1500) -> Corpus:
+def drcd_questions(root: Path) -> list[Row]:
+    """DRCD's questions (Traditional Chinese Wikipedia reading comprehension): benign requests."""
+    data = json.loads((root / "drcd" / "DRCD_dev.json").read_text(encoding="utf-8"))
+    return [Row(q, "drcd", BENIGN, 0) for q in _questions(data["data"])]
+
+
+def covid_qa_questions(root: Path) -> list[Row]:
+    """COVID-QA's questions on scientific articles: benign requests."""
+    data = json.loads((root / "covid-qa" / "200423_covidQA.json").read_text(encoding="utf-8"))
+    return [Row(q, "covid-qa", BENIGN, 0) for q in _questions(data["data"])]
+
+
+def _questions(articles: list[dict[str, Any]]) -> list[str]:
+    found = (" ".join(qa["question"].split()) for a in articles for p in a["paragraphs"] for qa in p["qas"])
+    return list(dict.fromkeys(q for q in found if q))
+
+
+def training_corpus(
+    root: Path, *, clinc: int = 2000, squad: int = 1500, drcd: int = 1000, covid: int = 1000
+) -> Corpus:
     """All labelled rows the classifiers may be fitted on (their train part) and evaluated on.
 
-    The large benign sets are subsampled deterministically to `clinc` and `squad` rows, taken
-    from their train part only, so the held-out SQuAD questions stay unseen.
+    The large benign sets are subsampled deterministically to `clinc`, `squad`, `drcd` and
+    `covid` rows, taken from their train part only, so their held-out questions stay unseen.
+    DRCD brings Chinese questions (without them a third of a percent to a percent of DRCD's
+    questions were taken for injections or harm: bench/guardrails.py), COVID-QA scientific ones.
     """
-    rows = do_not_answer(root) + prompt_injections(root) + handwritten()
+    rows = do_not_answer(root) + prompt_injections(root) + handwritten() + sounds_harmful()
     rows += subsample([r for r in clinc_queries(root) if r.split == "train"], clinc)
     rows += subsample([r for r in squad_questions(root) if r.split == "train"], squad)
+    rows += subsample([r for r in drcd_questions(root) if r.split == "train"], drcd)
+    rows += subsample([r for r in covid_qa_questions(root) if r.split == "train"], covid)
     return Corpus(rows)
 
 
@@ -377,15 +449,27 @@ FOLDS = 5
 L2_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 # Share of the benign weight per source: the hard negatives (benign prompts of the injection
 # set, the hand-written scary-but-benign rows) count for more than their numbers.
-HARM_BENIGN_SHARES = {"clinc150": 0.3, "squad": 0.3, "prompt-injections": 0.25, "handwritten": 0.15}
+HARM_BENIGN_SHARES = {
+    "clinc150": 0.15,
+    "squad": 0.15,
+    "prompt-injections": 0.15,
+    "handwritten": 0.1,
+    "sounds-harmful": 0.2,
+    "drcd": 0.1,
+    "covid-qa": 0.15,
+}
 INJECTION_NEGATIVE_SHARES = {
     "prompt-injections": 0.4,
-    "do-not-answer": 0.2,
-    "squad": 0.15,
-    "clinc150": 0.15,
-    "handwritten": 0.1,
+    "do-not-answer": 0.15,
+    "squad": 0.08,
+    "clinc150": 0.08,
+    "handwritten": 0.04,
+    "sounds-harmful": 0.1,
+    "drcd": 0.1,
+    "covid-qa": 0.05,
 }
 HARM_MAX_BENIGN_FPR = 0.015
+HARM_MAX_HARD_NEGATIVE_FPR = 1.0  # on the safe rows of sounds_harmful.jsonl (out of fold)
 INJECTION_MAX_OTHER_FPR = 0.01
 
 
@@ -487,11 +571,15 @@ def fit_harm(rows: Sequence[Row], x: np.ndarray) -> Fitted:
     classes = [BENIGN, *HARM_CATEGORIES]
     weights = _weights(rows, lambda r: r.harm != BENIGN, HARM_BENIGN_SHARES)
     harmful = np.array([r.harm != BENIGN for r in rows])
+    hard = np.array([r.harm == BENIGN and r.source == "sounds-harmful" for r in rows])
     best: tuple[float, float, float, np.ndarray] | None = None
     search = []
     for l2 in L2_GRID:
         scores = harm_scores(_out_of_fold(x, labels, weights, texts, classes, l2), classes, texts)
         threshold = _threshold_for_fpr(scores[~harmful], HARM_MAX_BENIGN_FPR)
+        if hard.any():
+            # The hard negatives are few among thousands of easy ones: they get a bound of their own.
+            threshold = max(threshold, _threshold_for_fpr(scores[hard], HARM_MAX_HARD_NEGATIVE_FPR))
         recall = float((scores[harmful] >= threshold).mean())
         search.append({"l2": l2, "threshold": round(threshold, 4), "oof_recall": round(recall, 4)})
         if best is None or recall > best[0]:

@@ -8,6 +8,7 @@ in the e2e test at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -199,6 +200,38 @@ def test_a_follow_ups_match_vouches_for_nothing_it_says(
 
     assert [call["retrieval_for_message"] for call in seen] == [True, False]
     assert seen[1]["retrieval_score"] is not None
+
+
+def test_a_question_answered_with_a_notice_shows_it_beside_the_answer(
+    assistant: Assistant,
+    deadlines: Document,
+    member: Any,
+    fake_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    client: Client,
+) -> None:
+    """The harm classifier alone found it sensitive and the documents answer it: answered, said so."""
+    notice = "This reads like a sensitive question; the answer below comes from your documents."
+
+    def noticed(text: str, **kwargs: Any) -> checks.InputResult:
+        result = checks.check_input(text, **kwargs)
+        return dataclasses.replace(result, notice=notice, notice_categories=["harm:privacy"])
+
+    monkeypatch.setattr(pipeline, "check_input", noticed)
+    fake_provider.replies = [reply()]
+    conversation = services.conversation_create(user=member)
+    _, pending = services.message_send(conversation=conversation, text=QUESTION)
+    services.answer_complete(message=pending)
+    answer = Answer.objects.get(message=pending)
+
+    assert answer.answer_source == "model" and not answer.abstained
+    assert answer.guardrails["notice"] == notice and answer.guardrails["notice_categories"] == [
+        "harm:privacy"
+    ]
+    client.force_login(member)
+    page = client.get(reverse("assistant:conversation", args=[conversation.pk])).content.decode()
+    assert f'<p class="note note-notice small" role="note">{notice}</p>' in page
+    assert api.groundwork(answer)["guardrails"]["notice"] == notice
 
 
 # --- retrieved chunks ----------------------------------------------------------------------

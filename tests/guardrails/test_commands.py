@@ -49,7 +49,7 @@ def test_guard_prints_one_json_line_per_input(tmp_path: Path, fake_provider: Fak
         assert "verdicts" not in row
     assert rows[0]["action"] == "allow"
     assert rows[1]["action"] == "block" and rows[1]["id"] == "x1" and rows[1]["rewrite"] is None
-    assert rows[2]["rewrite"] == "How do I secure my own Wi-Fi network against intruders?"
+    assert rows[2]["rewrite"] == "How can neighbour's wifi be protected against hacking, fraud and scams?"
     assert rows[3]["text"] == "mail me at [EMAIL]"
 
 
@@ -115,6 +115,14 @@ def write_datasets(root: Path) -> None:
     clinc = {part: [] for part in ("val", "test", "oos_train", "oos_val", "oos_test")}
     clinc["train"] = [[f"set an alarm for {i} am", "alarm"] for i in range(60)]
     (root / "clinc150" / "data_full.json").write_text(json.dumps(clinc))
+    (root / "drcd").mkdir()
+    drcd = [{"question": f"第{i}座大樓是哪一年建成的？"} for i in range(40)]
+    drcd_data = {"data": [{"paragraphs": [{"context": "x", "qas": drcd}]}]}
+    (root / "drcd" / "DRCD_dev.json").write_text(json.dumps(drcd_data, ensure_ascii=False))
+    (root / "covid-qa").mkdir()
+    covid = [{"question": f"what is the incubation period of virus {i}?"} for i in range(40)]
+    covid_data = {"data": [{"paragraphs": [{"context": "x", "qas": covid}]}]}
+    (root / "covid-qa" / "200423_covidQA.json").write_text(json.dumps(covid_data))
 
 
 def test_training_is_reproducible(tmp_path: Path, fake_provider: FakeProvider) -> None:
@@ -129,6 +137,8 @@ def test_training_is_reproducible(tmp_path: Path, fake_provider: FakeProvider) -
             "--cache", str(tmp_path / "cache.npz"),
             "--clinc", "40",
             "--squad", "40",
+            "--drcd", "20",
+            "--covid", "20",
             stdout=out,
         )  # fmt: skip
         outputs.append(json.loads(out.getvalue()))

@@ -21,7 +21,7 @@ from gateway import provider
 from guardrails import checks, training
 from guardrails.classifier import LogisticModel
 
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 
 
 class Command(BaseCommand):
@@ -43,6 +43,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--squad", type=int, default=1500, help="SQuAD questions to train on (train part)."
         )
+        parser.add_argument("--drcd", type=int, default=1000, help="DRCD questions to train on (train part).")
+        parser.add_argument(
+            "--covid", type=int, default=1000, help="COVID-QA questions to train on (train part)."
+        )
         parser.add_argument(
             "--dry-run", action="store_true", help="Fit and report, but write no model files."
         )
@@ -57,7 +61,9 @@ class Command(BaseCommand):
             if options["cache"]
             else training.default_cache_path(Path(settings.DATA_DIR), model_name)
         )
-        corpus = training.training_corpus(root, clinc=options["clinc"], squad=options["squad"])
+        corpus = training.training_corpus(
+            root, clinc=options["clinc"], squad=options["squad"], drcd=options["drcd"], covid=options["covid"]
+        )
         cache = training.EmbeddingCache(cache_path, model_name)
         sanitized = {r.text: checks.sanitize(r.text) for r in corpus.rows}
         started = time.perf_counter()
@@ -91,7 +97,11 @@ class Command(BaseCommand):
         held_out = _held_out(
             harm.model,
             injection.model,
-            [r for r in test if r.source in {"do-not-answer", "prompt-injections", "handwritten"}],
+            [
+                r
+                for r in test
+                if r.source in {"do-not-answer", "prompt-injections", "handwritten", "sounds-harmful"}
+            ],
             matrix,
         )
         common = {
@@ -103,6 +113,9 @@ class Command(BaseCommand):
                 "squad 2.0 dev questions",
                 "clinc150",
                 "hand-written benign (guardrails/training.py)",
+                "sounds-harmful, safe and unsafe (guardrails/data/sounds_harmful.jsonl, its train split)",
+                "drcd questions",
+                "covid-qa questions",
             ],
         }
         for name, fitted in (("harm", harm), ("injection", injection)):
@@ -140,6 +153,7 @@ def _held_out(
     injection_threshold = float(injection.meta["threshold"])
     dna = [i for i, r in enumerate(rows) if r.source == "do-not-answer"]
     benign = [i for i, r in enumerate(rows) if r.harm == training.BENIGN]
+    sounds = [i for i, r in enumerate(rows) if r.source == "sounds-harmful"]
     injection_rows = [i for i, r in enumerate(rows) if r.source == "prompt-injections"]
     return {
         "harm": {
@@ -147,6 +161,13 @@ def _held_out(
             "benign_flagged": training.rate([bool(harm_scores[i] >= harm_threshold) for i in benign]),
             "n_harmful": len(dna),
             "n_benign": len(benign),
+            # The classifier and rules only: the input checks also count injection verdicts.
+            "sounds_harmful_safe_flagged": training.rate(
+                [bool(harm_scores[i] >= harm_threshold) for i in sounds if rows[i].harm == training.BENIGN]
+            ),
+            "sounds_harmful_unsafe_flagged": training.rate(
+                [bool(harm_scores[i] >= harm_threshold) for i in sounds if rows[i].harm != training.BENIGN]
+            ),
         },
         "injection": training.prf(
             [bool(injection_scores[i] >= injection_threshold) for i in injection_rows],
