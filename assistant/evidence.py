@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 from common.text import CJK, NUMBER, Span, content_terms, sentence_spans, terms
 from gateway import provider
+from guardrails.injection import NEUTRALISED
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,8 @@ def units_of(sources: Sequence[SourceLike]) -> list[Unit]:
         header: set[str] = set()
         for i, span in enumerate(spans):
             line = span.of(source.text)
+            if NEUTRALISED in line:
+                continue  # where an instruction to an AI was cut out: nothing to quote
             found = content_terms(line)
             if _TABLE_ROW.match(line):
                 following = spans[i + 1].of(source.text) if i + 1 < len(spans) else ""

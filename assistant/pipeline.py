@@ -339,6 +339,9 @@ def _guard_sources(turn: Turn, sources: list[Source]) -> list[Source]:
                 "score": round(verdict.score, 4),
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                 "rules": list(verdict.rules),
+                # Exactly what was cut out, shown in the source panel beside the passage.
+                "removed": list(verdict.removed),
+                "defanged_links": verdict.defanged_links,
             }
         )
     return sources

@@ -34,6 +34,7 @@ from assistant.forms import FeedbackForm, FlagForm, MessageForm, NoticeForm
 from assistant.models import Answer, AnswerSource, Assistant, Conversation, Message
 from assistant.rendering import highlight_spans, locate, markdown_html
 from gateway import provider
+from guardrails.injection import defang
 from knowledge.selectors import example_questions
 
 logger = logging.getLogger(__name__)
@@ -421,19 +422,31 @@ def answer_source(request: ChatRequest, pk: int, n: int) -> HttpResponse:
     answer = access.answer_for_user(request.user, pk)
     citation = access.citation_of(answer, n)
     chunk = access.chunk_for(request.user, citation.get("chunk_id"))
+    # A quarantined passage is shown with its links made unclickable, as the model read it.
+    shown = defang(chunk.text)[0] if citation.get("quarantined") else chunk.text
     context = {
         "answer": answer,
         "citation": citation,
         "chunk": chunk,
-        "text": highlight_spans(chunk.text, _marks(answer, citation, chunk.text)),
+        "text": highlight_spans(shown, _marks(answer, citation, shown)),
         "evidence_marked": any(
             isinstance(e, dict) and e.get("chunk_id") == chunk.pk for e in answer.evidence or []
         ),
+        "removed": _removed_from(answer, chunk.pk),
         "back_url": _answer_url(answer),
     }
     if request.htmx:
         return render(request, f"{PAGE}#source", context)
     return render(request, "assistant/panel.html", {**context, "fragment": f"{PAGE}#source"})
+
+
+def _removed_from(answer: Answer, chunk_id: int) -> list[str]:
+    """What the injection check cut out of this chunk before the model read it (the trace's record)."""
+    verdicts = (answer.guardrails or {}).get("chunks") if isinstance(answer.guardrails, dict) else None
+    for verdict in verdicts or []:
+        if isinstance(verdict, dict) and verdict.get("chunk_id") == chunk_id:
+            return [defang(str(text))[0] for text in verdict.get("removed") or []]
+    return []
 
 
 def _marks(answer: Answer, citation: Mapping[str, Any], text: str) -> list[tuple[int, int, str]]:
