@@ -52,6 +52,9 @@ class ParsedDocument:
     title: str | None
     blocks: tuple[Block, ...]
     page_count: int | None = None
+    # What was left out or repaired, in words a person understands ("3 hidden passages of the page
+    # were left out"); shown with the document.
+    notes: tuple[str, ...] = ()
 
 
 UNREADABLE = "This file could not be read; it may be damaged."
@@ -89,6 +92,7 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 
 _LINE_BREAK_CONTROLS = re.compile("[\x0b\x0c\x85\u2028\u2029]")
 _CONTROL_CHARS = re.compile("[\x00-\x08\x0e-\x1f\x7f\ufffe\uffff]")
+_C1_CONTROLS = re.compile("[\x80-\x84\x86-\x9f]")  # U+0085 is a line break, handled above
 _MARKDOWN_EXTENSIONS = frozenset({".md", ".markdown", ".mdown", ".mkd", ".mkdn"})
 _TEXT_EXTENSIONS = frozenset({".txt", ".text", ".log", ".csv", ".tsv", ".rst"})
 _ATX_HEADING = re.compile(r"^ {0,3}#{1,6}[ \t]+\S", re.MULTILINE)
@@ -117,12 +121,29 @@ def decode_text(data: bytes) -> str:
     """
     if not data:
         return ""
-    text = _decode(data)
-    if _looks_binary(text):
+    text, certain = _decode(data)
+    # Valid UTF-8 (or a byte order mark) is text, whatever characters it holds; only a guessed
+    # code page that comes out full of control characters means the bytes were never text.
+    if not certain and _looks_binary(text):
         raise ParseError(UNSUPPORTED)
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = repair_mojibake(text.replace("\r\n", "\n").replace("\r", "\n"))
     # Stray control characters carry no text, and lxml rejects them outright.
     return _CONTROL_CHARS.sub("", _LINE_BREAK_CONTROLS.sub("\n", text))
+
+
+def repair_mojibake(text: str) -> str:
+    """Text decoded in the wrong encoding somewhere upstream, put right: "itâ\x80\x99s" is "it’s".
+
+    ftfy undoes such double decodings and leaves correct text alone (no change on 1,646 SQuAD and
+    DRCD paragraphs). Widths and quotes are kept as written: Chinese full-width punctuation stays.
+    C1 control characters left over carry no text and are dropped.
+    """
+    import ftfy
+
+    fixed = ftfy.fix_text(
+        text, fix_character_width=False, uncurl_quotes=False, unescape_html=False, normalization="NFC"
+    )
+    return _C1_CONTROLS.sub("", fixed)
 
 
 def parse_document(data: bytes, filename: str = "") -> ParsedDocument:
@@ -213,18 +234,19 @@ def _markdown_or_text(text: str, filename: str) -> DocumentKind:
     return DocumentKind.MARKDOWN if _ATX_HEADING.search(text) else DocumentKind.TEXT
 
 
-def _decode(data: bytes) -> str:
+def _decode(data: bytes) -> tuple[str, bool]:
+    """The text, and whether its encoding is certain (a byte order mark, or valid UTF-8)."""
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             try:
-                return data[len(bom) :].decode(encoding)
+                return data[len(bom) :].decode(encoding), True
             except UnicodeDecodeError as exc:
                 raise ParseError(UNSUPPORTED) from exc
 
     utf16 = _guess_utf16(data)
     if utf16 is not None:
         try:
-            return data.decode(utf16)
+            return data.decode(utf16), False
         except UnicodeDecodeError:
             pass  # Not UTF-16 after all; the checks below decide.
 
@@ -232,10 +254,13 @@ def _decode(data: bytes) -> str:
         # 8-bit and UTF-8 text never contains NULs in bulk; executables and images do.
         raise ParseError(UNSUPPORTED)
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), True
     except UnicodeDecodeError:
         pass
+    return _decode_guessed(data), False
 
+
+def _decode_guessed(data: bytes) -> str:
     import charset_normalizer
 
     matches = charset_normalizer.from_bytes(data)
@@ -607,10 +632,56 @@ def _parse_html(markup: str) -> ParsedDocument:
         if first_h1 is not None:
             title = _clean_inline(first_h1.text_content()) or None
     _drop_page_chrome(tree)
+    hidden = drop_hidden(tree)
     blocks = _trafilatura_blocks(lxml.html.tostring(tree, encoding="unicode"))
     if not blocks:
         blocks = _html_body_blocks(tree)
-    return ParsedDocument(kind=DocumentKind.HTML, title=title, blocks=blocks, page_count=None)
+    return ParsedDocument(
+        kind=DocumentKind.HTML, title=title, blocks=blocks, page_count=None, notes=_hidden_note(hidden)
+    )
+
+
+# Inline styles that hide an element's text from a reader: not displayed, invisible, transparent,
+# or too small to read (the 1px white text of planted instructions).
+_HIDDEN_STYLE = re.compile(
+    r"(?:^|;)\s*(?:display\s*:\s*none|visibility\s*:\s*(?:hidden|collapse)|opacity\s*:\s*0(?:\.0+)?\s*(?:;|$)"
+    r"|font-size\s*:\s*(?:0|0?\.\d+|1)(?:px|pt|em|rem|%)?\s*(?:;|$)"
+    r"|(?:height|width|max-height)\s*:\s*0(?:px)?\s*;[^;]*overflow\s*:\s*hidden"
+    r"|color\s*:\s*(?:transparent|rgba\([^)]*,\s*0(?:\.0+)?\s*\)))",
+    re.IGNORECASE,
+)
+
+
+def drop_hidden(tree: Any) -> int:
+    """Remove from the page what a reader never sees: elements with `hidden`, inline styles that
+    hide them (see _HIDDEN_STYLE), and comments. Returns how many passages holding text went."""
+    import lxml.etree
+
+    doomed = [
+        element
+        for element in tree.iter()
+        if isinstance(element.tag, str)
+        and (element.get("hidden") is not None or _HIDDEN_STYLE.search(element.get("style") or ""))
+    ]
+    comments = list(tree.iter(lxml.etree.Comment))
+    counted = sum(1 for element in doomed if element.text_content().strip())
+    counted += sum(1 for comment in comments if (comment.text or "").strip())
+    for element in [*doomed, *comments]:
+        if element.getparent() is not None:
+            element.drop_tree() if isinstance(element.tag, str) else _drop_comment(element)
+    return counted
+
+
+def _drop_comment(comment: Any) -> None:
+    """Remove a comment node, keeping the text that follows it."""
+    parent = comment.getparent()
+    tail = comment.tail or ""
+    previous = comment.getprevious()
+    if previous is not None:
+        previous.tail = (previous.tail or "") + tail
+    else:
+        parent.text = (parent.text or "") + tail
+    parent.remove(comment)
 
 
 def _html_tree(markup: str) -> Any:
@@ -809,6 +880,7 @@ def _parse_markdown(text: str, kind: DocumentKind) -> ParsedDocument:
     from markdown_it import MarkdownIt
 
     parser = MarkdownIt("commonmark", {"html": True}).enable("table")
+    text, hidden = _drop_hidden_markup(text)
     try:
         tokens = parser.parse(_strip_front_matter(text))
     except Exception as exc:  # markdown-it is total on str input, but stay within the contract
@@ -841,7 +913,47 @@ def _parse_markdown(text: str, kind: DocumentKind) -> ParsedDocument:
             index += 1
         else:
             index += 1
-    return ParsedDocument(kind=kind, title=title, blocks=_blocks(items), page_count=None)
+    return ParsedDocument(
+        kind=kind, title=title, blocks=_blocks(items), page_count=None, notes=_hidden_note(hidden)
+    )
+
+
+_MARKUP_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_MARKUP_ELEMENT = re.compile(r"<([a-zA-Z][\w-]*)(\s[^<>]*)?>.*?</\1\s*>", re.DOTALL)
+
+
+def _drop_hidden_markup(text: str) -> tuple[str, int]:
+    """HTML written inside Markdown: comments and elements hidden by `hidden` or their inline style
+    (see _HIDDEN_STYLE) are taken out, as for an HTML page. Returns the text and how many went."""
+    count = 0
+
+    def comment(match: re.Match[str]) -> str:
+        nonlocal count
+        count += bool(match.group(0)[4:-3].strip())
+        return ""
+
+    def element(match: re.Match[str]) -> str:
+        nonlocal count
+        attributes = match.group(2) or ""
+        style = re.search(r"""style\s*=\s*["']([^"']*)["']""", attributes, re.IGNORECASE)
+        if re.search(r"\bhidden\b(?!\s*=\s*[\"']?false)", attributes) or (
+            style and _HIDDEN_STYLE.search(style.group(1))
+        ):
+            count += 1
+            return ""
+        return match.group(0)
+
+    text = _MARKUP_COMMENT.sub(comment, text)
+    return _MARKUP_ELEMENT.sub(element, text), count
+
+
+def _hidden_note(hidden: int) -> tuple[str, ...]:
+    if not hidden:
+        return ()
+    return (
+        f"{hidden} hidden passage{'s' if hidden != 1 else ''} (not displayed, tiny or transparent "
+        "text, or comments) were left out: a reader never sees them.",
+    )
 
 
 def _close_index(tokens: Sequence[Any], open_index: int) -> int:
