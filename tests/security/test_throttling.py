@@ -11,13 +11,17 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 import pytest
+import redis
 from axes.models import AccessAttempt, AccessFailureLog
 from django.conf import settings
+from django.core.cache import cache
 from django.core.management import call_command
 from django.db.models import F
 from django.test import Client, RequestFactory
@@ -25,6 +29,7 @@ from django.urls import reverse
 
 from assistant import services
 from common.addresses import client_ip, rate_limit_key
+from config.settings import _caches
 
 ELSEWHERE = "203.0.113.7"  # TEST-NET-3: another client's address
 LIMIT = 5  # LOGIN_FAILURE_LIMIT's default, which the tests run with
@@ -312,3 +317,31 @@ def test_the_block_lifts_after_the_window(
     time.sleep(1.1)
     assert client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {good}").status_code == 200
     assert client.get("/v1/models", HTTP_AUTHORIZATION="Bearer gw_guess").status_code == 401  # counting anew
+
+
+@pytest.fixture
+def shared_cache(settings: Any) -> Iterator[str]:
+    """Django's cache in Redis, as CACHE_URL sets it: the test stack's broker, a database of its own."""
+    broker = urlsplit(settings.CELERY_BROKER_URL)
+    if broker.scheme not in {"redis", "rediss"}:
+        pytest.skip("the broker is not Redis")
+    url = urlunsplit(broker._replace(path="/15"))
+    settings.CACHES = _caches(url)
+    cache.clear()
+    yield url
+    cache.clear()
+
+
+def test_with_cache_url_the_counts_are_kept_in_redis_for_every_process(
+    client: Client, outsider: Any, api_limit: int, shared_cache: str
+) -> None:
+    _token, good = services.api_token_create(user=outsider, name="tests")
+    for _ in range(api_limit):
+        assert client.get("/v1/models", HTTP_AUTHORIZATION="Bearer gw_guess").status_code == 401
+
+    blocked = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {good}")
+    assert blocked.status_code == 429
+    assert 0 < int(blocked["Retry-After"]) <= settings.API_TOKEN_FAILURE_WINDOW_SECONDS
+    with redis.Redis.from_url(shared_cache) as server:  # what another web process would read
+        assert server.get(":1:api-token-failures:127.0.0.1") == str(api_limit).encode()
+        assert 0 < server.ttl(":1:api-token-blocked:127.0.0.1") <= settings.API_TOKEN_FAILURE_WINDOW_SECONDS
