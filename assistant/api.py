@@ -27,6 +27,8 @@
 - Errors are OpenAI-shaped JSON, `{"error": {"message", "type", "param", "code"}}`: 400 for bad
   input, 401 for a missing or wrong token, 404 for an unknown model, 429 (code
   "budget_exceeded", not retried by the SDKs) when the user's or group's budget is used up,
+  429 (code "too_many_wrong_tokens", with `Retry-After`) for every request from an address that
+  sent too many wrong tokens (assistant.throttle),
   502 (504 on a timeout) when the language or embedding model fails.
 """
 
@@ -50,7 +52,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
-from assistant import pipeline, serializers, services
+from assistant import pipeline, serializers, services, throttle
 from assistant.models import Answer, Assistant
 from gateway import provider
 from usage import services as usage
@@ -73,6 +75,7 @@ class ApiError(Exception):
         code: str | None = None,
         param: str | None = None,
         retry: bool | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -81,6 +84,7 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.retry = retry
+        self.retry_after = retry_after
 
     def body(self) -> JsonObject:
         error = {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}
@@ -93,6 +97,8 @@ class ApiError(Exception):
         if self.retry is not None:
             # OpenAI's SDKs obey this header instead of retrying every 5xx on their own.
             response["x-should-retry"] = "true" if self.retry else "false"
+        if self.retry_after is not None:
+            response["Retry-After"] = str(self.retry_after)
         return response
 
 
@@ -108,6 +114,17 @@ def _provider_failure(exc: provider.ProviderError) -> ApiError:
 
 
 def _authenticate(request: HttpRequest) -> User:
+    wait = throttle.api_token_retry_after(request=request)
+    if wait is not None:
+        raise ApiError(
+            429,
+            f"Too many requests with a wrong API key came from your address: try again in {wait} "
+            "seconds, with a token from the API tokens page.",
+            error_type="requests",
+            code="too_many_wrong_tokens",
+            retry=False,  # the SDKs' quick retries would only be refused again
+            retry_after=wait,
+        )
     scheme, _, raw = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         raise ApiError(
@@ -118,6 +135,7 @@ def _authenticate(request: HttpRequest) -> User:
         )
     user = services.api_token_authenticate(raw.strip())
     if user is None:
+        throttle.api_token_failure_record(request=request)
         raise ApiError(
             401,
             "Incorrect API key provided: it was revoked, mistyped, or its user is inactive.",

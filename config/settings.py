@@ -6,13 +6,14 @@ With nothing set, every backing service is embedded and local; see config/runtim
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_float, env_int, env_list, env_str
+from config.env import env_bool, env_float, env_int, env_list, env_str, env_url
 from config.runtime import BASE_DIR, runtime
 
 django_stubs_ext.monkeypatch()  # ModelAdmin[Model] and friends at run time, for typing
@@ -73,6 +74,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "axes",
     "django_htmx",
     "template_partials",
     "gateway",
@@ -97,6 +99,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a refused sign-in into the lockout page (ops.lockout).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -125,6 +129,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# AxesBackend first: it refuses a locked-out account or address before any password is checked,
+# and, being a ModelBackend, it also serves sessions made with it (`Client.force_login` included).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"
@@ -151,6 +158,55 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- Sign-in throttling and client addresses ------------------------------------------------
+# How many reverse proxies that append to X-Forwarded-For stand in front of the web server. 0 (the
+# default): the client's address is the TCP peer and X-Forwarded-For is ignored, since anyone can
+# send that header. N: the address is the N-th entry from the right of X-Forwarded-For (the one the
+# outermost trusted proxy saw); set it only when every request reaches Groundwork through them.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+
+# django-axes locks sign-in (the login page and the admin's) per account and per address after
+# LOGIN_FAILURE_LIMIT failures, until LOGIN_LOCKOUT_MINUTES after the last of them. Every failure is
+# recorded (AccessAttempt while it counts, AccessFailureLog for good, AccessLog for sign-ins), all in
+# the admin; deleting an account's or address's attempts there, or `manage.py axes_reset_username`
+# / `axes_reset_ip`, unlocks it.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=7 * 24 * 60))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A sign-in refused during a lockout is not a new failure, so the time the page announces holds
+# whatever the person does meanwhile (and an attacker still gets no answer until then).
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# A successful sign-in keeps the failures: otherwise anyone with an account of their own could
+# sign in between guesses at someone else's password and so clear their address's count.
+AXES_RESET_ON_SUCCESS = False
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+AXES_CLIENT_IP_CALLABLE = "common.addresses.client_ip"
+AXES_LOCKOUT_CALLABLE = "ops.lockout.lockout_response"
+# The log names the account and the address (never the password): that is what an operator needs.
+AXES_SENSITIVE_PARAMETERS: list[str] = []
+
+# Wrong API tokens: after API_TOKEN_FAILURE_LIMIT of them from one address within
+# API_TOKEN_FAILURE_WINDOW_SECONDS, /v1/ answers that address 429 for that long (assistant.throttle).
+API_TOKEN_FAILURE_LIMIT = env_int("API_TOKEN_FAILURE_LIMIT", 10, minimum=1, maximum=100_000)
+API_TOKEN_FAILURE_WINDOW_SECONDS = env_int("API_TOKEN_FAILURE_WINDOW_SECONDS", 600, minimum=1, maximum=86_400)
+
+
+def _caches(url: str | None) -> dict[str, dict[str, object]]:
+    """Django's cache: each process's own memory, or a shared Redis when CACHE_URL names one.
+
+    Only the API-token throttle uses it. In memory, each web process counts on its own, so an
+    address gets up to API_TOKEN_FAILURE_LIMIT wrong tokens per process (bin/run starts
+    WEB_WORKERS of them) before all refuse it; a shared Redis makes the limit exact.
+    """
+    if url is None:
+        return {
+            "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "groundwork"}
+        }
+    return {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}}
+
+
+CACHES = _caches(env_url("CACHE_URL", schemes=("redis", "rediss")))
 
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = RUNTIME.broker_url
@@ -238,7 +294,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {name: {"level": "WARNING"} for name in ("httpx", "httpx2", "httpcore", "openai")},
+    # axes: its warnings name each failed sign-in and lockout; its INFO lines are bookkeeping.
+    "loggers": {name: {"level": "WARNING"} for name in ("httpx", "httpx2", "httpcore", "openai", "axes")},
 }
 
 Path(MEDIA_ROOT).mkdir(parents=True, exist_ok=True)

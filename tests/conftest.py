@@ -76,6 +76,17 @@ def _eager_celery_in_unit_tests(request: pytest.FixtureRequest) -> Iterator[None
 
 
 @pytest.fixture(autouse=True)
+def _no_throttle_left_over() -> None:
+    """Each test starts with no wrong-token counts (kept in the cache, which outlives a test).
+
+    Sign-in lockouts (django-axes) are database rows, rolled back or flushed with each test.
+    """
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fast_passwords(settings: object) -> None:
     """The default hasher is slow on purpose; tests create many users."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # type: ignore[attr-defined]
