@@ -2,8 +2,8 @@
 
     python embedded/chat_server.py [--run_dir DIR] --model FILE ...   # llama_cpp.server's options
 
-The server is llama-cpp-python's own (`python -m llama_cpp.server`); two of its `Llama` methods
-are wrapped before it starts:
+The server is llama-cpp-python's own (`python -m llama_cpp.server`), with methods of its `Llama`
+wrapped before it starts (`install`):
 
 - Every request evaluates its prompt from the start. By default `Llama.generate` keeps the KV
   cache of the previous request and evaluates only what differs: the same prompt again is
@@ -209,7 +209,10 @@ def split_run_dir(argv: list[str]) -> tuple[Path | None, list[str]]:
     args = iter(argv)
     for arg in args:
         if arg == "--run_dir":
-            run_dir = Path(next(args))
+            value = next(args, None)
+            if value is None:
+                raise SystemExit("--run_dir needs a folder")
+            run_dir = Path(value)
         elif arg.startswith("--run_dir="):
             run_dir = Path(arg.split("=", 1)[1])
         else:
