@@ -18,8 +18,9 @@ Each turn is stopped at its first Delta, as the stop button does (the message en
 the closed HTTP stream stops generation): under load the local model writes about a token a
 second, and a whole answer would take minutes without changing the first-token figure.
 
-The order of app and raw alternates between questions, because llama.cpp reuses the cached
-prompt prefix of the previous request and whichever goes second gains from it.
+The order of app and raw alternates between questions: stock llama.cpp reuses the cached prompt
+prefix of the previous request and whichever goes second gains from it. The embedded server
+(embedded/chat_server.py) evaluates every prompt from the start, so there it no longer matters.
 """
 
 from __future__ import annotations

@@ -219,14 +219,22 @@ def smollm2_gguf() -> Path:
 
 
 class ChatModel(ProcessService):
-    def command(self) -> list[str]:
+    def server_arguments(self) -> list[str]:
+        """llama_cpp.server's options for this model, port and context."""
         return [
-            sys.executable, "-m", "llama_cpp.server",
             "--model", str(smollm2_gguf()), "--model_alias", self.runtime.chat_model,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", os.environ.get("CHAT_CONTEXT", "8192"), "--n_threads", str(os.cpu_count() or 2),
             # By default a new request cuts off the one being streamed; users share this server.
             "--interrupt_requests", "False",
+        ]  # fmt: skip
+
+    def command(self) -> list[str]:
+        # llama-cpp-python's server, with every prompt evaluated from the start (so a seed
+        # repeats across restarts) and a system_fingerprint on every reply (see the script).
+        script = Path(__file__).with_name("chat_server.py")
+        return [
+            sys.executable, str(script), "--run_dir", str(self.runtime.run_dir), *self.server_arguments()
         ]  # fmt: skip
 
     def healthy(self) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import array
 import base64
 import contextvars
+import hashlib
 import json
 import logging
 import sys
@@ -365,7 +366,9 @@ def chat(
         model=response.model or request["model"],
         usage=usage,
         latency_ms=latency_ms,
-        system_fingerprint=getattr(response, "system_fingerprint", None),
+        system_fingerprint=_fingerprint(
+            getattr(response, "system_fingerprint", None), request["model"], response.model
+        ),
         finish_reason=choice.finish_reason,
         tool_calls=tool_calls,
     )
@@ -448,9 +451,62 @@ def chat_stream(
         model=model,
         usage=usage,
         latency_ms=latency_ms,
-        system_fingerprint=fingerprint,
+        system_fingerprint=_fingerprint(fingerprint, request["model"], model),
         finish_reason=finish_reason,
     )
+
+
+# --- fingerprints ---------------------------------------------------------------------------
+
+# Fields of a /v1/models entry that change without the model changing: vLLM and llama.cpp's
+# llama-server stamp `created` with the time of the request, vLLM's `permission` carries a fresh
+# id and time. (Ollama's `created` is the model's own date; it is left out all the same.)
+VOLATILE_MODEL_FIELDS = frozenset({"created", "permission", "permissions"})
+_derived_fingerprints: dict[tuple[str, str, str], str] = {}
+
+
+def fingerprint_derive(*, base_url: str, model: str, entry: dict[str, Any] | None) -> str:
+    """A stable stand-in for the `system_fingerprint` a server did not send.
+
+    A hash of the server's address, the model name it answered with and what its model listing
+    says about that model (id, owner, and whatever else it exposes: vLLM's `root` and
+    `max_model_len`, llama-server's `meta` with the model's size and training context), less the
+    fields that change by themselves. It changes when the listing does; what a server does not
+    list (sampling code, hardware) it cannot see.
+    """
+    listed = {key: value for key, value in (entry or {}).items() if key not in VOLATILE_MODEL_FIELDS}
+    canonical = json.dumps(
+        {"base_url": base_url.rstrip("/"), "model": model, "listed": listed},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return "fp_derived_" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _fingerprint(reported: str | None, requested: str, served: str | None) -> str | None:
+    """The server's own fingerprint, or one derived from its model listing, once per process.
+
+    None when the server sent none and its listing cannot be read now (tried again next call):
+    a fingerprint must never fail an answer, and a wrong one is worse than none.
+    """
+    if reported:
+        return reported
+    client = chat_client()
+    base_url = str(client.base_url)
+    model = served or requested
+    key = (base_url, requested, model)
+    if key not in _derived_fingerprints:
+        try:
+            page = client.with_options(timeout=5.0, max_retries=0).models.list()
+        except openai.OpenAIError as exc:
+            logger.warning("no system_fingerprint: the chat server's model listing failed (%s)", exc)
+            return None
+        # Only what the server sent: fields the SDK adds as None would change with the SDK.
+        entries = {item.id: item.model_dump(exclude_unset=True) for item in page.data}
+        entry = entries.get(model) or entries.get(requested)
+        _derived_fingerprints[key] = fingerprint_derive(base_url=base_url, model=model, entry=entry)
+    return _derived_fingerprints[key]
 
 
 def _stream_usage(usage: Usage, messages: Sequence[Message], chunks: int) -> Usage:

@@ -86,6 +86,7 @@ def test_a_relevant_question_is_answered_and_traced(
     assert answer.model == settings.CHAT_MODEL and answer.prompt.version >= 1
     assert (answer.seed, answer.temperature) == (assistant.seed, assistant.temperature)
     assert answer.abstain_reason != pipeline.WEAK_RETRIEVAL_REASON  # the model was asked
+    assert answer.system_fingerprint.startswith("fp_local_")  # the embedded server's configuration
     # The local server sends no usage with streams: the provider counts completion chunks, and
     # prompt tokens are only known when a (non-streamed) repair call was made. The server also cuts
     # a stream short when another request arrives; an empty reply must then end in the fallback.
@@ -133,6 +134,7 @@ def test_a_relevant_question_is_answered_and_traced(
     for again, first in zip(replay.retrieved, answer.retrieved, strict=True):
         assert again["vector_score"] == pytest.approx(first["vector_score"], abs=1e-3)
     assert replay.abstain_reason != pipeline.WEAK_RETRIEVAL_REASON
+    assert replay.system_fingerprint in {answer.system_fingerprint, ""}  # "": the replay's call failed
 
 
 def test_an_unrelated_question_abstains_without_asking_the_model(

@@ -71,7 +71,14 @@ def heard() -> Iterator[list[provider.CallRecord]]:
 
 
 def use_client(monkeypatch: pytest.MonkeyPatch, completions: FakeCompletions, embeddings: Any = None) -> None:
-    client = SimpleNamespace(chat=SimpleNamespace(completions=completions), embeddings=embeddings)
+    client = SimpleNamespace(
+        chat=SimpleNamespace(completions=completions),
+        embeddings=embeddings,
+        # The model listing a reply without system_fingerprint is fingerprinted from.
+        base_url="http://stand-in/v1/",
+        models=SimpleNamespace(list=lambda: SimpleNamespace(data=[])),
+    )
+    client.with_options = lambda **options: client
     monkeypatch.setattr(provider, "chat_client", lambda: client)
     monkeypatch.setattr(provider, "embeddings_client", lambda: client)
 
