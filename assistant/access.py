@@ -65,6 +65,20 @@ def answer_for_user(user: User, pk: int) -> Answer:
     return answer
 
 
+def answer_asked_by(user: User, pk: int) -> Answer:
+    """An answer the user asked for themselves, for what only the asker does: rating and flagging.
+
+    Staff are no exception. A flag puts the answer and the conversation before it in front of
+    every reviewer, so someone else's flag would expose a private chat; a rating speaks for the
+    person who asked.
+    """
+    answers = Answer.objects.select_related("prompt", "message", "assistant")
+    answer = answers.filter(Q(message__conversation__user=user) | Q(user=user), pk=pk).first()
+    if answer is None:
+        raise Http404("No such answer.")
+    return answer
+
+
 def citation_of(answer: Answer, n: int) -> dict[str, object]:
     """Source `n` of the answer: a citation, or a source its evidence quotes (which the model may
     not have cited). Any other number is not the answer's to show."""

@@ -380,7 +380,7 @@ def answer_regenerate(request: ChatRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def answer_feedback(request: ChatRequest, pk: int) -> HttpResponse:
-    answer = access.answer_for_user(request.user, pk)
+    answer = access.answer_asked_by(request.user, pk)
     form = FeedbackForm(request.POST)
     rating = None
     if form.is_valid():
@@ -399,7 +399,7 @@ def answer_feedback(request: ChatRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def answer_flag(request: ChatRequest, pk: int) -> HttpResponse:
-    answer = access.answer_for_user(request.user, pk)
+    answer = access.answer_asked_by(request.user, pk)
     form = FlagForm(request.POST, auto_id=False)
     flagged = False
     if form.is_valid():

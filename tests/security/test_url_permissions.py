@@ -481,11 +481,10 @@ EXPECTATIONS: dict[str, Declared] = {
     "assistant:regenerate": action(insiders(302), kwargs=private_message),
     # Staff may read any answer, but not a source in a collection they may not read.
     "assistant:source": page(insiders(Page(contains=(DOCUMENT_SECRET,))), kwargs=_private_citation),
-    "assistant:feedback": action(
-        insiders(302, staff=302), kwargs=private_answer, data=lambda w: {"rating": 1}
-    ),
+    # Only the asker rates or flags (a flag would put someone's private chat in the review queue).
+    "assistant:feedback": action(insiders(302), kwargs=private_answer, data=lambda w: {"rating": 1}),
     "assistant:flag": action(
-        insiders(302, staff=302), kwargs=private_answer, data=lambda w: {"category": "wrong", "note": "x"}
+        insiders(302), kwargs=private_answer, data=lambda w: {"category": "wrong", "note": "x"}
     ),
     # A replay runs with the replaying staff member's permissions: no restricted passage.
     "assistant:replay": action(Row(LOGIN, 403, 403, 200, ("superuser", 200)), kwargs=flagged_answer),
@@ -862,6 +861,29 @@ def test_a_replay_by_staff_outside_the_group_runs_with_their_permissions(
         assert response.status_code == 200 and replay.user == world.users["staff"]
         assert not restricted_chunks(world, replay)
         assert not any(s in response.content.decode() for s in world.secrets)
+
+
+@pytest.mark.parametrize("persona", ["staff", "superuser"])
+def test_only_the_asker_rates_or_flags_an_answer(world: World, persona: str) -> None:
+    """Flagging puts an answer and its conversation in the review queue, in front of every staff
+    member: staff must not pull someone's private chat there, nor speak for the asker."""
+    client = client_of(world, persona)
+    with rolled_back():
+        flag = client.post(reverse("assistant:flag", args=[world.private.pk]), {"category": "wrong"})
+        feedback = client.post(reverse("assistant:feedback", args=[world.private.pk]), {"rating": -1})
+        item = client.get(reverse("review:item", args=[world.private.pk]))
+        assert (flag.status_code, feedback.status_code, item.status_code) == (404, 404, 404)
+        assert not Flag.objects.filter(answer=world.private).exists()
+        assert CHAT_SECRET not in item.content.decode()
+
+
+def test_the_asker_still_rates_and_flags_their_own_answer(world: World) -> None:
+    client = client_of(world, "insider")
+    with rolled_back():
+        flagged = client.post(reverse("assistant:flag", args=[world.private.pk]), {"category": "wrong"})
+        rated = client.post(reverse("assistant:feedback", args=[world.private.pk]), {"rating": 1})
+        assert (flagged.status_code, rated.status_code) == (302, 302)
+        assert Flag.objects.filter(answer=world.private, user=world.users["insider"]).exists()
 
 
 def test_metrics_and_health_details_need_staff_or_the_metrics_token(world: World, settings: Any) -> None:
