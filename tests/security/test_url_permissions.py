@@ -4,7 +4,8 @@ Every URL pattern the resolver knows (config/urls.py, every included app's urls,
 /v1 API, /healthz, /metrics) is requested with GET and with POST by four personas:
 
 - `anonymous`: nobody signed in;
-- `outsider`: signed in, no collection shared with them, no rows of their own;
+- `outsider`: signed in, no collection shared with them, no rows of their own (but an API token,
+  which the /v1 rows use instead of a session);
 - `member`: signed in, reads a collection shared with them (and the public one);
 - `staff`: a staff member outside the group that may read the restricted collection.
 
@@ -19,6 +20,13 @@ redirect to a login page (LOGIN, ADMIN_LOGIN), an OpenAI-style JSON error (API_4
 page that must hold some text. A control (the insider, or a superuser) shows the object is real,
 so that a 404 means "not yours" rather than "no such id". A pattern the resolver knows but the
 table does not fails the suite with a message saying how to declare it, so no URL slips in.
+Sequences the table cannot express (asking through the chat and the API, a replay, a cache hit,
+flagging someone else's answer) are tests at the end.
+
+What staff see by design: every flagged answer's question, text and conversation (the review
+queue), any answer's text (a replay, the answer's sources they may read), every document's title
+and status (the documents page), eval runs' answers. What they never see, outside the group: a
+restricted passage, a private conversation, someone else's feedback or token.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from answer_cache import services as answer_cache
 from answer_cache.models import CacheCounter, CachedAnswer
 from assistant import serializers, services
-from assistant.models import Answer, ApiToken, Assistant, Feedback, Flag, Message
+from assistant.models import Answer, AnswerSource, ApiToken, Assistant, Feedback, Flag, Message
 from config.celery import app as celery_app
 from evals import services as evals
 from evals.models import Case, JudgeCalibration, Run, Suite
@@ -95,6 +103,8 @@ REPLY = json.dumps(
     }
 )
 
+NOT_FOUND = json.dumps({"answer": "I do not know.", "citations": [], "not_found": True})
+
 PERSONAS = ("anonymous", "outsider", "member", "staff")
 CONTROLS = ("insider", "superuser")
 
@@ -113,6 +123,7 @@ class World:
     chunk: Chunk  # the restricted one
     private: Answer  # the insider's own answer from the restricted document (not flagged)
     flagged: Answer  # the insider's answer from the restricted document, flagged (the review queue)
+    quoted: Answer  # the insider's evidence answer: the restricted passage quoted, flagged too
     feedback: Feedback
     flag: Flag
     token: ApiToken  # the insider's
@@ -129,9 +140,9 @@ class World:
         return (DOCUMENT_SECRET, CHAT_SECRET, FEEDBACK_SECRET, TOKEN_NAME_SECRET, self.raw_token)
 
 
-def _ask(user: User, question: str, fake: FakeProvider) -> Answer:
+def _ask(user: User, question: str, fake: FakeProvider, reply: str = REPLY) -> Answer:
     conversation = services.conversation_create(user=user)
-    fake.replies.append(REPLY)
+    fake.replies.append(reply)
     _, pending = services.message_send(conversation=conversation, text=question)
     return Answer.objects.get(message=services.answer_complete(message=pending))
 
@@ -173,6 +184,11 @@ def _build(fake: FakeProvider) -> World:
     for answer in (private, flagged):
         cited = {c["chunk_id"] for c in answer.citations}
         assert chunk.pk in cited and DOCUMENT_SECRET not in answer.text, "the world is not as the suite needs"
+    # The model does not know; the evidence found (strong, say) is quoted as the answer instead.
+    with mock.patch("assistant.evidence._strength", return_value=0.9):
+        quoted = _ask(insider, "Under which reference is every band checked once a year?", fake, NOT_FOUND)
+    assert quoted.answer_source == AnswerSource.EVIDENCE and DOCUMENT_SECRET in quoted.text
+    services.flag_create(answer=quoted, user=insider, category=Flag.Category.WRONG, note="Which year?")
 
     token, raw_token = services.api_token_create(user=insider, name=f"laptop {TOKEN_NAME_SECRET}")
     tokens = {
@@ -236,6 +252,7 @@ def _build(fake: FakeProvider) -> World:
         chunk=chunk,
         private=private,
         flagged=flagged,
+        quoted=quoted,
         feedback=feedback,
         flag=flag,
         token=token,
@@ -371,7 +388,7 @@ ADMIN_LOGIN = Redirect("/admin/login/?next=")
 SIGNED_OUT = Redirect("/login/")
 API_401 = ApiError(401)
 API_405 = ApiError(405)
-REVIEW_NOTE = "in a collection you may not read"
+REVIEW_NOTE = "a collection you may not read"
 
 
 @dataclass(frozen=True)
@@ -399,6 +416,7 @@ class Declared:
     get: Row
     post: Row
     kwargs: Kwargs = lambda w: {}
+    also: tuple[Kwargs, ...] = ()  # further objects, requested with the same expectations
     url: Callable[[World], str] | None = None  # for a pattern without a name
     query: Callable[[World], str] = lambda w: ""
     data: Callable[[World], dict[str, Any]] = lambda w: {}
@@ -418,9 +436,9 @@ def signed_in(outcome: Outcome, control: tuple[str, Outcome] | None = None) -> R
     return Row(LOGIN, outcome, outcome, outcome, control)
 
 
-def insiders(outcome: Outcome, *, staff: Outcome = 404) -> Row:
-    """The insider's own rows: everyone else is told there is no such thing."""
-    return Row(LOGIN, 404, 404, staff, ("insider", outcome))
+def insiders(outcome: Outcome) -> Row:
+    """The insider's own rows: everyone else, staff included, is told there is no such thing."""
+    return Row(LOGIN, 404, 404, 404, ("insider", outcome))
 
 
 def staff_only(outcome: Outcome, control: Outcome | None = None) -> Row:
@@ -454,6 +472,18 @@ def flagged_answer(w: World) -> dict[str, Any]:
     return {"pk": w.flagged.pk}
 
 
+def quoted_answer(w: World) -> dict[str, Any]:
+    return {"pk": w.quoted.pk}
+
+
+def _quoted_citation(w: World) -> dict[str, Any]:
+    n = next(c["n"] for c in w.quoted.citations if c["chunk_id"] == w.chunk.pk)
+    return {"pk": w.quoted.pk, "n": n}
+
+
+FLAGGED = {"kwargs": flagged_answer, "also": (quoted_answer,)}  # a model's answer, and a quote
+
+
 def run_pk(w: World) -> dict[str, Any]:
     return {"pk": w.run.pk}
 
@@ -480,14 +510,16 @@ EXPECTATIONS: dict[str, Declared] = {
     "assistant:message_retry": action(insiders(302), kwargs=private_message),
     "assistant:regenerate": action(insiders(302), kwargs=private_message),
     # Staff may read any answer, but not a source in a collection they may not read.
-    "assistant:source": page(insiders(Page(contains=(DOCUMENT_SECRET,))), kwargs=_private_citation),
+    "assistant:source": page(
+        insiders(Page(contains=(DOCUMENT_SECRET,))), kwargs=_private_citation, also=(_quoted_citation,)
+    ),
     # Only the asker rates or flags (a flag would put someone's private chat in the review queue).
     "assistant:feedback": action(insiders(302), kwargs=private_answer, data=lambda w: {"rating": 1}),
     "assistant:flag": action(
         insiders(302), kwargs=private_answer, data=lambda w: {"category": "wrong", "note": "x"}
     ),
     # A replay runs with the replaying staff member's permissions: no restricted passage.
-    "assistant:replay": action(Row(LOGIN, 403, 403, 200, ("superuser", 200)), kwargs=flagged_answer),
+    "assistant:replay": action(Row(LOGIN, 403, 403, 200, ("superuser", 200)), **FLAGGED),
     "assistant:notice": action(signed_in(302), data=lambda w: {"hidden": "1"}),
     # --- api: the OpenAI-compatible API takes tokens, never sessions ---------------------------
     "api:models": Declared(get=Row(API_401, 200, 200, 200), post=everyone(API_405), api=True),
@@ -527,13 +559,14 @@ EXPECTATIONS: dict[str, Declared] = {
     # --- review: staff see the flagged answer and a note, not the restricted passages ----------
     "review:queue": page(staff_only(200)),
     "review:item": page(
-        staff_only(Page(contains=(REVIEW_NOTE,)), Page(contains=(DOCUMENT_SECRET,))), kwargs=flagged_answer
+        staff_only(Page(contains=(REVIEW_NOTE,)), Page(contains=(DOCUMENT_SECRET,))), **FLAGGED
     ),
-    "review:approve": action(staff_only(302), kwargs=flagged_answer),
-    "review:correct": action(staff_only(200), kwargs=flagged_answer),  # no text: the form again
-    "review:reject": action(staff_only(200), kwargs=flagged_answer),  # no reason: the form again
-    "review:escalate": action(staff_only(200), kwargs=flagged_answer),  # no note: the form again
-    "review:assign": action(staff_only(200), kwargs=flagged_answer),  # no assignee: the form again
+    "review:approve": action(staff_only(302), **FLAGGED),
+    # Empty forms: the item page again, with the errors.
+    "review:correct": action(staff_only(200), **FLAGGED),
+    "review:reject": action(staff_only(200), **FLAGGED),
+    "review:escalate": action(staff_only(200), **FLAGGED),
+    "review:assign": action(staff_only(200), **FLAGGED),
     # --- routing ----------------------------------------------------------------------------
     "routing:overview": page(staff_only(200)),
     # --- signing in and out -------------------------------------------------------------------
@@ -713,12 +746,12 @@ def test_every_declared_expectation_is_a_url_pattern() -> None:
 # --- requests -------------------------------------------------------------------------------
 
 
-def _url(route: Route, declared: Declared, w: World) -> str:
+def _url(route: Route, declared: Declared, kwargs: Kwargs, w: World) -> str:
     if declared.url is not None:
         url = declared.url(w)
     else:
         assert route.name, f"{route.route} has no name: declare `url` for it"
-        url = reverse(route.name, kwargs=declared.kwargs(w))
+        url = reverse(route.name, kwargs=kwargs(w))
     query = declared.query(w)
     return f"{url}?{query}" if query else url
 
@@ -730,7 +763,7 @@ def _body(response: HttpResponseBase) -> str:
 
 
 def request_as(
-    persona: str, method: str, route: Route, declared: Declared, w: World
+    persona: str, method: str, url: str, declared: Declared, w: World
 ) -> tuple[HttpResponseBase, str]:
     """One request, in a savepoint rolled back afterwards: nothing it does outlives it."""
     with transaction.atomic():
@@ -742,7 +775,6 @@ def request_as(
                 headers["Authorization"] = f"Bearer {w.tokens[persona]}"
         elif user is not None:
             client.cookies[settings.SESSION_COOKIE_NAME] = w.sessions[persona]
-        url = _url(route, declared, w)
         if method == "GET":
             response = client.get(url, headers=headers)
         elif declared.api:
@@ -764,21 +796,23 @@ def test_url_pattern(route: Route, world: World) -> None:
             f"{THIS_FILE}, saying what each persona gets with GET and POST."
         )
     problems = []
-    for method, row in (("GET", declared.get), ("POST", declared.post)):
-        for persona in PERSONAS:
-            response, body = request_as(persona, method, route, declared, world)
-            issue = problem_with(row.of(persona), response, body)
-            leaked = [secret for secret in world.secrets if secret in body]
-            if leaked:
-                issue = f"{issue + '; ' if issue else ''}the body shows {leaked}"
-            if issue:
-                problems.append(f"{method} as {persona}: {issue}")
-        if row.control is not None:
-            persona, expected = row.control
-            response, body = request_as(persona, method, route, declared, world)
-            issue = problem_with(expected, response, body)
-            if issue:
-                problems.append(f"{method} as {persona} (control): {issue}")
+    urls = [_url(route, declared, kwargs, world) for kwargs in (declared.kwargs, *declared.also)]
+    for url in urls:
+        for method, row in (("GET", declared.get), ("POST", declared.post)):
+            for persona in PERSONAS:
+                response, body = request_as(persona, method, url, declared, world)
+                issue = problem_with(row.of(persona), response, body)
+                leaked = [secret for secret in world.secrets if secret in body]
+                if leaked:
+                    issue = f"{issue + '; ' if issue else ''}the body shows {leaked}"
+                if issue:
+                    problems.append(f"{method} {url} as {persona}: {issue}")
+            if row.control is not None:
+                persona, expected = row.control
+                response, body = request_as(persona, method, url, declared, world)
+                issue = problem_with(expected, response, body)
+                if issue:
+                    problems.append(f"{method} {url} as {persona} (control): {issue}")
     assert not problems, f"{route.route} ({route.key}):\n  " + "\n  ".join(problems)
 
 
@@ -966,3 +1000,12 @@ def test_retrieval_refuses_a_collection_the_staff_member_cannot_read(world: Worl
     )
     body = response.content.decode()
     assert response.status_code == 200 and "Select a valid choice" in body and DOCUMENT_SECRET not in body
+
+
+def test_staff_in_the_group_see_a_quoted_answer_that_staff_outside_it_do_not(world: World) -> None:
+    reviewer = factories.user(username="reviewer", staff=True)
+    reviewer.groups.add(world.group)
+    url = reverse("review:item", args=[world.quoted.pk])
+    assert DOCUMENT_SECRET in _login(reviewer).get(url).content.decode()
+    page = client_of(world, "staff").get(url).content.decode()
+    assert DOCUMENT_SECRET not in page and "This answer quotes passages from a collection you may not" in page
