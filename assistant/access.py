@@ -12,7 +12,7 @@ from django.contrib.auth.models import User
 from django.db.models import Q, QuerySet
 from django.http import Http404
 
-from assistant.models import Answer, Assistant, Conversation, Feedback, Message
+from assistant.models import Answer, AnswerSource, Assistant, Conversation, Feedback, Message
 from knowledge.models import Chunk, Collection
 from knowledge.selectors import chunks_readable_by
 
@@ -65,6 +65,20 @@ def answer_for_user(user: User, pk: int) -> Answer:
     return answer
 
 
+def answer_asked_by(user: User, pk: int) -> Answer:
+    """An answer the user asked for themselves, for what only the asker does: rating and flagging.
+
+    Staff are no exception. A flag puts the answer and the conversation before it in front of
+    every reviewer, so someone else's flag would expose a private chat; a rating speaks for the
+    person who asked.
+    """
+    answers = Answer.objects.select_related("prompt", "message", "assistant")
+    answer = answers.filter(Q(message__conversation__user=user) | Q(user=user), pk=pk).first()
+    if answer is None:
+        raise Http404("No such answer.")
+    return answer
+
+
 def citation_of(answer: Answer, n: int) -> dict[str, object]:
     """Source `n` of the answer: a citation, or a source its evidence quotes (which the model may
     not have cited). Any other number is not the answer's to show."""
@@ -87,6 +101,31 @@ def chunk_for(user: User, chunk_id: object) -> Chunk:
     if chunk is None:
         raise Http404("No such source.")
     return chunk
+
+
+def quotes_withheld(user: User, answers: Iterable[Answer]) -> set[int]:
+    """Ids of the answers whose text quotes a chunk `user` may not read, to show a note instead.
+
+    An evidence answer's text is sentences of its sources, verbatim: showing it to staff outside
+    a collection's group would show them the passage (a model's answer, in its own words, stays
+    visible to reviewers). A chunk deleted since is not counted: its collection is unknown.
+    """
+    quoted: dict[int, set[int]] = {}
+    for answer in answers:
+        if answer.answer_source != AnswerSource.EVIDENCE:
+            continue
+        items = [*(answer.citations or []), *(answer.evidence or [])]
+        quoted[answer.pk] = {
+            item["chunk_id"]
+            for item in items
+            if isinstance(item, dict) and isinstance(item.get("chunk_id"), int)
+        }
+    ids = set().union(*quoted.values())
+    if not ids:
+        return set()
+    readable = set(chunks_readable_by(user).filter(pk__in=ids).values_list("pk", flat=True))
+    unreadable = set(Chunk.objects.filter(pk__in=ids - readable).values_list("pk", flat=True))
+    return {pk for pk, chunks in quoted.items() if chunks & unreadable}
 
 
 def feedback_given(user: User, answers: Iterable[Answer]) -> dict[int, int]:

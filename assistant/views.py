@@ -380,7 +380,7 @@ def answer_regenerate(request: ChatRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def answer_feedback(request: ChatRequest, pk: int) -> HttpResponse:
-    answer = access.answer_for_user(request.user, pk)
+    answer = access.answer_asked_by(request.user, pk)
     form = FeedbackForm(request.POST)
     rating = None
     if form.is_valid():
@@ -399,7 +399,7 @@ def answer_feedback(request: ChatRequest, pk: int) -> HttpResponse:
 @require_POST
 @login_required
 def answer_flag(request: ChatRequest, pk: int) -> HttpResponse:
-    answer = access.answer_for_user(request.user, pk)
+    answer = access.answer_asked_by(request.user, pk)
     form = FlagForm(request.POST, auto_id=False)
     flagged = False
     if form.is_valid():
@@ -482,9 +482,11 @@ def answer_replay(request: ChatRequest, pk: int) -> HttpResponse:
     if not request.user.is_staff:
         raise PermissionDenied("Only staff replay answers.")
     answer = access.answer_for_user(request.user, pk)
+    withheld = answer.pk in access.quotes_withheld(request.user, [answer])
     context: dict[str, Any] = {
         "old": answer,
-        "old_html": _answer_html(answer),
+        # An evidence answer's text is passages: not shown to staff who may not read them.
+        "old_html": WITHHELD if withheld else _answer_html(answer),
         "back_url": _answer_url(answer),
     }
     try:
@@ -496,6 +498,9 @@ def answer_replay(request: ChatRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return render(request, f"{PAGE}#replay", context)
     return render(request, "assistant/panel.html", {**context, "fragment": f"{PAGE}#replay"})
+
+
+WITHHELD = SafeString('<p class="muted">(quoted from a collection you may not read)</p>')
 
 
 def _answer_html(answer: Answer) -> SafeString:

@@ -23,6 +23,7 @@ from django.contrib.auth.models import User
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
+from assistant import access as assistant_access
 from assistant.models import Answer, Feedback, Flag, Message
 from knowledge import selectors as knowledge_selectors
 from knowledge.selectors import SearchHit
@@ -194,11 +195,15 @@ class Item:
     flags: list[Flag]
     feedback: list[Feedback]
     events: list[ReviewEvent]
+    # The answer's text quotes a passage the reviewer may not read (an evidence answer), and so
+    # do the messages of these ids in the conversation: each shows a note instead.
+    text_withheld: bool = False
+    withheld_messages: frozenset[int] = frozenset()
 
     @property
     def restricted(self) -> bool:
         """Some of what the answer was made from lies in collections the reviewer may not read."""
-        return any(c.restricted for c in self.chunks)
+        return any(c.restricted for c in self.chunks) or self.text_withheld
 
 
 def _quarantined(entry: dict[str, Any]) -> bool:
@@ -279,11 +284,15 @@ def item(answer: Answer, *, viewer: User) -> Item:
     review = review_of(answer)
     chunks = retrieved_chunks(answer, viewer)
     readable = {c.chunk_id for c in chunks if c.hit is not None}
+    conversation = conversation_until(answer)
+    answers = [answer, *Answer.objects.filter(message__in=[m.pk for m in conversation]).exclude(pk=answer.pk)]
+    withheld = assistant_access.quotes_withheld(viewer, answers)
+    text_withheld = answer.pk in withheld
     return Item(
         answer=answer,
         review=review,
         status=review.status if review else Review.Status.OPEN,
-        conversation=conversation_until(answer),
+        conversation=conversation,
         chunks=chunks,
         evidence=[
             {**e, "restricted": e.get("chunk_id") not in readable}
@@ -294,8 +303,18 @@ def item(answer: Answer, *, viewer: User) -> Item:
         guardrails_json=json.dumps(answer.guardrails, indent=2, ensure_ascii=False)
         if answer.guardrails is not None
         else "",
-        grounding_json=json.dumps(answer.grounding, indent=2, ensure_ascii=False) if answer.grounding else "",
+        # An evidence answer's claims are the quoted sentences.
+        grounding_json=json.dumps(answer.grounding, indent=2, ensure_ascii=False)
+        if answer.grounding and not text_withheld
+        else "",
         flags=list(answer.flags.select_related("user")),
         feedback=list(answer.feedback.select_related("user")),
         events=events_of(review),
+        text_withheld=text_withheld,
+        withheld_messages=frozenset(a.message_id for a in answers if a.pk in withheld and a.message_id),
     )
+
+
+def queue_withheld(answers: list[Answer], viewer: User) -> set[int]:
+    """Ids of the queue's answers whose text quotes a passage `viewer` may not read."""
+    return assistant_access.quotes_withheld(viewer, answers)

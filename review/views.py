@@ -36,7 +36,12 @@ def queue(request: StaffRequest) -> HttpResponse:
         else Answer.objects.none()
     )
     page = Paginator(answers, PER_PAGE).get_page(request.GET.get("page"))
-    context = {"form": form, "page": page, "open_count": selectors.open_count()}
+    context = {
+        "form": form,
+        "page": page,
+        "open_count": selectors.open_count(),
+        "withheld": selectors.queue_withheld(list(page), request.user),
+    }
     fragment = request.htmx and not request.htmx.history_restore_request
     response = render(request, f"{QUEUE_PAGE}#results" if fragment else QUEUE_PAGE, context)
     patch_vary_headers(response, ["HX-Request"])  # the same URL serves the page and the fragment

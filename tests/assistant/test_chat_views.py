@@ -602,6 +602,7 @@ def test_replay_is_for_staff_and_compares_side_by_side(
     assert "Replay</button>" not in client.get(reverse("assistant:home")).content.decode()
 
     refused = client.post(reverse("assistant:replay", args=[answer.pk]), headers=HTMX)
+    policies.reader_users.add(owner)  # a replay runs with the replaying staff member's permissions
     client.force_login(owner)
     fake_provider.replies.append(reply())
     response = client.post(reverse("assistant:replay", args=[answer.pk]), headers=HTMX)
