@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import django_stubs_ext
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str, env_url
@@ -77,6 +78,7 @@ INSTALLED_APPS = [
     "axes",
     "django_htmx",
     "template_partials",
+    "csp",
     "gateway",
     "ops",
     "knowledge",
@@ -91,6 +93,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -207,6 +210,24 @@ def _caches(url: str | None) -> dict[str, dict[str, object]]:
 
 
 CACHES = _caches(env_url("CACHE_URL", schemes=("redis", "rediss")))
+
+# --- Content-Security-Policy ----------------------------------------------------------------
+# Every response says: scripts, styles, images, fonts and connections from this origin only;
+# no inline script or style (templates link static files), no eval, no plugins, no framing.
+# htmx's own inline indicator style and eval are turned off in templates/base.html.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    }
+}
 
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = RUNTIME.broker_url
