@@ -208,6 +208,7 @@ def _caches(url: str | None) -> dict[str, dict[str, object]]:
 
 CACHES = _caches(env_url("CACHE_URL", schemes=("redis", "rediss")))
 
+
 # --- HTTPS and Content-Security-Policy -------------------------------------------------------
 # bin/run serves plain HTTP on localhost, so nothing here redirects or pins HTTPS unless asked;
 # production sets SECURE_SSL_REDIRECT=1 and SECURE_HSTS_SECONDS (README, "Production settings").
