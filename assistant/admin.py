@@ -31,7 +31,8 @@ class ReadOnlyAdmin(admin.ModelAdmin[Any]):
 
 
 def pretty_json(value: object) -> SafeString:
-    return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', json.dumps(value, indent=2))
+    # Styled by css/admin.css (AnswerAdmin.Media): the Content-Security-Policy refuses inline styles.
+    return format_html('<pre class="json">{}</pre>', json.dumps(value, indent=2))
 
 
 class AssistantForm(ModelForm[Assistant]):
@@ -284,6 +285,10 @@ class AnswerAdmin(ReadOnlyAdmin):
     search_fields = ["question", "text"]
     date_hierarchy = "created_at"
     inlines = [FlagInline, FeedbackInline]
+
+    class Media:
+        css = {"all": ["css/admin.css"]}
+
     fieldsets = [
         (None, {"fields": ["question", "text", "state", "user", "assistant", "message", "created_at"]}),
         (

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import django_stubs_ext
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_float, env_int, env_list, env_str, env_url
@@ -63,7 +64,6 @@ def _database(url: str) -> dict[str, object]:
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG", True)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "axes",
     "django_htmx",
     "template_partials",
+    "csp",
     "gateway",
     "ops",
     "knowledge",
@@ -91,6 +92,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -154,8 +156,6 @@ WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
 
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
@@ -207,6 +207,58 @@ def _caches(url: str | None) -> dict[str, dict[str, object]]:
 
 
 CACHES = _caches(env_url("CACHE_URL", schemes=("redis", "rediss")))
+
+
+# --- HTTPS and Content-Security-Policy -------------------------------------------------------
+# bin/run serves plain HTTP on localhost, so nothing here redirects or pins HTTPS unless asked;
+# production sets SECURE_SSL_REDIRECT=1 and SECURE_HSTS_SECONDS (README, "Production settings").
+def _proxy_ssl_header() -> tuple[str, str] | None:
+    """SECURE_PROXY_SSL_HEADER from `Header-Name` (value `https`) or `Header-Name: value`.
+
+    Only set behind a proxy that terminates TLS and always sets (or strips) that header: Django
+    then trusts it to say the request came over HTTPS.
+    """
+    raw = env_str("SECURE_PROXY_SSL_HEADER")
+    if raw is None:
+        return None
+    name, _, value = raw.partition(":")
+    name, value = name.strip(), value.strip() or "https"
+    if not name or not all(c.isalnum() or c == "-" for c in name):
+        raise ImproperlyConfigured(
+            f"SECURE_PROXY_SSL_HEADER={raw!r} is not a header: write e.g. X-Forwarded-Proto "
+            "or X-Forwarded-Proto: https."
+        )
+    return f"HTTP_{name.upper().replace('-', '_')}", value
+
+
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP; it holds no secret
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header()
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+# Preloading puts the domain into browsers' built-in HTTPS-only lists, which takes months to
+# undo: the operator's decision, never a default, so Django's reminder about it is silenced.
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Every response says: scripts, styles, images, fonts and connections from this origin only;
+# no inline script or style (templates link static files), no eval, no plugins, no framing.
+# htmx's own inline indicator style and eval are turned off in templates/base.html.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    }
+}
 
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = RUNTIME.broker_url

@@ -91,8 +91,10 @@ def line_chart(
                 )
                 for px, py, tip in segment
             )
+        # A class, not a style attribute: the Content-Security-Policy refuses inline styles
+        # (app.css gives series-N the colour COLOURS[N]). SVG presentation attributes are not styles.
         legend.append(
-            format_html('<li><span class="swatch" style="background:{}"></span>{}</li>', colour, name)
+            format_html('<li><span class="swatch series-{}"></span>{}</li>', n % len(COLOURS), name)
         )
     return format_html(
         '<figure class="chart"><svg viewBox="0 0 {} {}" width="100%" role="img" aria-label="{}">'
