@@ -555,10 +555,11 @@ def _fused_ranking(vector: Sequence[tuple[int, float]], sides: Any, pool: int, *
 
 def candidate_fusions() -> dict[str, Any]:
     """Fusions to compare, each a function of one question's `Lists` giving a ranking: the
-    search of sessions 4 and 5 (reciprocal rank, k 5), reciprocal rank with k 60 and without the
-    every-word pass, rank fusion weighted by the keyword side's coverage of the question, a
-    convex combination of normalised scores, and `selectors.fuse` (what `search()` runs now)
-    with its own and other weights."""
+    keyword side's own ranking (no fusion: what mode="keyword" returns), the search of sessions
+    4 and 5 (reciprocal rank, k 5), reciprocal rank with k 60 and without the every-word pass,
+    rank fusion weighted by the keyword side's coverage of the question, a convex combination of
+    normalised scores, and `selectors.fuse` (what `search()` runs now) with its own and other
+    weights."""
 
     def rrf_merged(k: float) -> Any:
         return lambda q: _rrf([_ids(q.vector[:POOL]), _ids(q.sides(POOL).merged(POOL))], k)
@@ -593,6 +594,7 @@ def candidate_fusions() -> dict[str, Any]:
         return lambda q: _fused_ranking(q.vector[:pool], q.sides(pool), pool, **weights)
 
     systems: dict[str, Any] = {
+        "the keyword side alone (every-word pass, then BM25)": lambda q: _ids(q.sides(POOL).merged(POOL)),
         "RRF k5, every-word pass then BM25 (before)": rrf_merged(5),
         "RRF k60, every-word pass then BM25": rrf_merged(60),
         "RRF k5, BM25 only": rrf_bm25(5),

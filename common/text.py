@@ -18,10 +18,13 @@ from dataclasses import dataclass
 import sentencex
 import snowballstemmer
 
-# Han ideographs (with extension A and compatibility), kana, and Hangul syllables.
-CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
-_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]+")
-_LATIN_WORD = re.compile(r"[^\W\d_\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]+")
+# Han ideographs (with extension A and compatibility), kana, and Hangul syllables, written as
+# escapes that Python's and PostgreSQL's regular expressions read alike (knowledge.selectors
+# uses them in SQL; the search index's groundwork_cjk_pairs has the same ranges).
+CJK_RANGES = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
+CJK = re.compile(rf"[{CJK_RANGES}]")
+_CJK_RUN = re.compile(rf"[{CJK_RANGES}]+")
+_LATIN_WORD = re.compile(rf"[^\W\d_{CJK_RANGES}]+")
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 STOPWORDS = frozenset(

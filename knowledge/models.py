@@ -10,6 +10,11 @@ from pgvector.django import HnswIndex, VectorField
 # English stemming for recall on English text, plus the language-neutral "simple" configuration
 # so words in any other language still match exactly.
 SEARCH_CONFIGS = ("english", "simple")
+# The text both configurations index. PostgreSQL's parser keeps a run of Chinese or Japanese
+# characters as one word (a whole clause), which no question matches; this SQL function
+# (migration 0007) rewrites each such run as its overlapping character pairs, as
+# common.text.terms cuts them, and leaves text without CJK characters as it is.
+CJK_PAIRS_FUNCTION = "groundwork_cjk_pairs"
 
 
 class CollectionQuerySet(models.QuerySet["Collection"]):
@@ -130,8 +135,14 @@ class Chunk(models.Model):
     token_count = models.PositiveIntegerField()
     embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
     search_vector = models.GeneratedField(
-        expression=SearchVector("text", config=SEARCH_CONFIGS[0])
-        + SearchVector("text", config=SEARCH_CONFIGS[1]),
+        expression=SearchVector(
+            models.Func("text", function=CJK_PAIRS_FUNCTION, output_field=models.TextField()),
+            config=SEARCH_CONFIGS[0],
+        )
+        + SearchVector(
+            models.Func("text", function=CJK_PAIRS_FUNCTION, output_field=models.TextField()),
+            config=SEARCH_CONFIGS[1],
+        ),
         output_field=SearchVectorField(),
         db_persist=True,
     )

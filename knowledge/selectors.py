@@ -13,8 +13,9 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 
+from common.text import CJK_RANGES
 from gateway import provider
-from knowledge.models import Chunk, Collection, Document
+from knowledge.models import CJK_PAIRS_FUNCTION, Chunk, Collection, Document
 
 # Fusion: a chunk scores its cosine similarity to the question, plus KEYWORD_WEIGHT times the
 # share of the question's informative words (by IDF) it holds, plus EVERY_WORD_BONUS when it
@@ -322,15 +323,33 @@ def _per_collection_sql(indexed: list[int], rest: list[int]) -> str:
     return f"SELECT id, 1 - distance FROM ({union}) AS near ORDER BY distance LIMIT %(limit)s"  # noqa: S608
 
 
+# websearch's "-" excludes the one word after it, and a CJK run becomes several pairs: a run
+# excluded outside quotes ("-中華民國") is quoted first, so that websearch excludes its pairs as
+# one phrase rather than the first pair alone. The lookbehind counts the quotes before it.
+_NEGATED_CJK_RUN = rf'(?<=^[^"]*(?:"[^"]*"[^"]*)*)(^|\s)-([{CJK_RANGES}]+)'
+
+
+def indexed_text_sql(text: str, *, websearch: bool = False) -> str:
+    """SQL for the text `text` (an SQL expression) as the index holds it: each run of CJK
+    characters as its overlapping pairs (knowledge.models.CJK_PAIRS_FUNCTION), so that a
+    question's Chinese or Japanese words match the chunks' own. Text without CJK characters is
+    unchanged. For websearch syntax, an excluded CJK run is quoted first."""
+    if websearch:
+        text = f"regexp_replace({text}, '{_NEGATED_CJK_RUN}', '\\1-\"\\2\"', 'g')"
+    return f"{CJK_PAIRS_FUNCTION}({text})"
+
+
 def keyword_query_sql() -> str:
     """SQL for the tsquery of %(q)s: websearch syntax, matched in English and language-neutrally.
 
     Used as written when the user typed operators. A question in plain words would AND every
     word under websearch rules, which finds nothing for most questions, so plain questions
     instead OR their informative lexemes (`informative_lexemes`) and ranking decides. The
-    neutral side drops English stopwords (migration 0002).
+    neutral side drops English stopwords (migration 0002). CJK text is matched by character
+    pairs (`indexed_text_sql`): a run's pairs are all required, and a quoted run is a phrase.
     """
-    return "(websearch_to_tsquery('english', %(q)s) || websearch_to_tsquery('groundwork_simple', %(q)s))"
+    text = indexed_text_sql("%(q)s", websearch=True)
+    return f"(websearch_to_tsquery('english', {text}) || websearch_to_tsquery('groundwork_simple', {text}))"
 
 
 # A word in more than this share of all chunks says almost nothing about relevance (BM25 gives it
@@ -395,12 +414,14 @@ def informative_lexemes(query: str, readable_rows: float | None = None) -> list[
     are readable the rarer ones are kept only while the readable chunks estimated to hold any of
     them fit KEYWORD_RANK_BUDGET (the table's word frequencies applied to `readable_rows`, the
     whole table by default). When every word is common ("what is it"), the two least common are
-    kept if they fit, so that a small table still has something to rank.
+    kept if they fit, so that a small table still has something to rank. A CJK run's lexemes are
+    its character pairs.
     """
+    text = indexed_text_sql("%(q)s")
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT DISTINCT unnest(tsvector_to_array("
-            "to_tsvector('english', %(q)s) || to_tsvector('groundwork_simple', %(q)s)))",
+            "SELECT DISTINCT unnest(tsvector_to_array("  # noqa: S608 (our own SQL, the text a parameter)
+            f"to_tsvector('english', {text}) || to_tsvector('groundwork_simple', {text})))",
             {"q": query},
         )
         lexemes = [row[0] for row in cursor.fetchall()]

@@ -138,19 +138,165 @@ def test_a_keyword_match_holding_the_whole_question_lifts_its_chunk() -> None:
 
 
 def test_a_question_without_keyword_matches_is_ranked_by_cosine(admin_user: Any) -> None:
-    """In Chinese, PostgreSQL's parser makes each clause one word, so a question rarely matches
-    any chunk by keyword: hybrid search then ranks as vector search does, scores are cosines."""
-    collection = factories.collection(name="中文")
-    factories.document(collection=collection, text="梵語的學術研究由德國學者開創。", filename="a.txt")
-    factories.document(collection=collection, text="亞洲協會在加爾各答舉行會議。", filename="b.txt")
-    factories.document(collection=collection, text="歐洲的大學設有梵語課程。", filename="c.txt")
-    question = "誰開創了梵語的學術研究？"
+    """No chunk holds a word of the question: hybrid search ranks as vector search does, and the
+    scores are cosines."""
+    collection = factories.collection(name="Leave")
+    factories.document(collection=collection, text="Annual leave is twenty-five days.", filename="a.txt")
+    factories.document(collection=collection, text="Parking is free on weekends.", filename="b.txt")
+    question = "Who maintains the coffee machines?"
 
-    hybrid = search(admin_user, question, k=3)
-    vector = search(admin_user, question, k=3, mode="vector")
+    hybrid = search(admin_user, question, k=2)
+    vector = search(admin_user, question, k=2, mode="vector")
 
     assert [h.chunk.pk for h in hybrid] == [h.chunk.pk for h in vector]
     assert all(h.keyword_rank is None and h.score == h.vector_score for h in hybrid)
+
+
+@pytest.fixture
+def cjk_corpus(db: None) -> Collection:
+    collection = factories.collection(name="CJK")
+    texts = {
+        "sanskrit.txt": "梵語的學術研究由德國學者開創，後來傳到歐洲各地。",
+        "calcutta.txt": "亞洲協會在加爾各答舉行會議，討論梵文文獻的保存。",
+        "europe.txt": "歐洲的大學設有梵語課程，學生人數逐年增加。",
+        "capital.txt": "臺北是中華民國的首都，也是臺灣最大的都市。",
+        "tokyo.txt": "東京タワーは東京都港区にある電波塔です。",
+        "osaka.txt": "大阪城は豊臣秀吉が築いた城です。",
+        "install.txt": "安裝Python之前，請先確認作業系統的版本。",
+        "upgrade.txt": "升級作業系統需要重新啟動電腦。",
+        "seoul.txt": "서울은 대한민국의 수도입니다.",
+        "english.txt": "The capital of Taiwan is Taipei.",
+    }
+    for filename, text in texts.items():
+        factories.document(collection=collection, text=text, filename=filename)
+    return collection
+
+
+def _keyword_found(user: Any, query: str) -> list[str]:
+    return [hit.document.filename for hit in search(user, query, k=10, mode="keyword")]
+
+
+@pytest.mark.usefixtures("cjk_corpus")
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("誰開創了梵語的學術研究？", "sanskrit.txt"),  # Chinese: no space in the question
+        ("中華民國的首都是哪裡", "capital.txt"),
+        ("東京タワーはどこにありますか", "tokyo.txt"),  # Japanese: kanji and kana in one run
+        ("大阪城を築いたのは誰ですか", "osaka.txt"),
+        ("如何安裝Python", "install.txt"),  # mixed: a Latin word inside a Chinese run
+        ("python 作業系統版本", "install.txt"),
+        ("대한민국의 수도", "seoul.txt"),  # Korean: pairs within each spaced word
+    ],
+)
+def test_cjk_questions_find_their_chunk_by_keyword_alone(
+    admin_user: Any, question: str, expected: str
+) -> None:
+    """Chinese, Japanese and Korean text is indexed and asked by overlapping character pairs
+    (migration 0007), so a question finds its chunk with vector search switched off."""
+    found = _keyword_found(admin_user, question)
+
+    assert found[:1] == [expected], found
+
+
+@pytest.mark.usefixtures("cjk_corpus")
+def test_cjk_questions_get_both_keyword_passes(admin_user: Any) -> None:
+    from knowledge import selectors
+
+    plan = selectors._plan(selectors.readable_collection_ids(admin_user))
+    # Every pair of the question in one chunk: the every-word pass finds it...
+    every_word = selectors.keyword_sides("梵語課程", plan, 10)
+    assert [_filename(c) for c, _ in every_word.every_word] == ["europe.txt"]
+    # ...and a longer question's pairs are ranked by BM25, rarest first among the lexemes.
+    sides = selectors.keyword_sides("德國學者研究什麼語言", plan, 10)
+    assert sides.every_word == [] and {"德國", "學者", "研究", "什麼"} <= set(sides.lexemes)
+    assert _filename(sides.bm25[0][0]) == "sanskrit.txt"
+    assert 0 < sides.coverage()[sides.bm25[0][0]] < 1  # 什麼 and 語言 are in no chunk
+
+
+def _filename(chunk_id: int) -> str:
+    from knowledge.models import Chunk
+
+    return Chunk.objects.select_related("document").get(pk=chunk_id).document.filename
+
+
+@pytest.mark.usefixtures("cjk_corpus")
+def test_websearch_operators_on_cjk_text(admin_user: Any) -> None:
+    # A quoted run is a phrase: its pairs adjacent and in order.
+    assert _keyword_found(admin_user, '"梵語課程"') == ["europe.txt"]
+    assert _keyword_found(admin_user, '"課程梵語"') == []
+    assert set(_keyword_found(admin_user, '"作業系統"')) == {"install.txt", "upgrade.txt"}
+    assert _keyword_found(admin_user, '"安裝Python"') == ["install.txt"]
+    # An excluded run excludes the chunks holding all of it, not those holding its first pair.
+    assert _keyword_found(admin_user, "作業系統 -安裝") == ["upgrade.txt"]
+    assert set(_keyword_found(admin_user, "作業系統 -安裝軟體")) == {"install.txt", "upgrade.txt"}
+    assert _keyword_found(admin_user, '"作業系統" -"安裝Python"') == ["upgrade.txt"]
+    # Chinese and English words in one question, each matched as the index holds it.
+    assert set(_keyword_found(admin_user, "Taiwan 首都")) == {"english.txt", "capital.txt"}
+
+
+def _sql(query: str, *params: object) -> Any:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(query, list(params))
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "臺北是中華民國的首都，也是臺灣最大的都市。",
+        "東京タワーは東京都港区にある電波塔です。",
+        "서울은 대한민국의 수도입니다.",
+        "安裝Python3之前，先讀README。",
+        "\u3400\u4db5 \u4e00\u9fa5 \uf900\ufa2d \u3041\u30fe \uac00\ud7a3",  # near the range edges
+        "一",
+    ],
+)
+def test_the_index_cuts_cjk_text_into_the_pairs_evidence_uses(text: str) -> None:
+    """The search index and common.text.terms (evidence, grounding) agree on what a CJK word is."""
+    from common.text import CJK, terms
+
+    indexed = _sql("SELECT groundwork_cjk_pairs(%s)", text)
+    lexemes = _sql("SELECT tsvector_to_array(to_tsvector('simple', groundwork_cjk_pairs(%s)))", text)
+    cjk_terms = [term for term in terms(text, keep_stopwords=True) if CJK.match(term)]
+
+    assert [word for word in indexed.split() if CJK.match(word)] == cjk_terms  # the same, in order
+    assert {lexeme for lexeme in lexemes if CJK.match(lexeme)} == set(cjk_terms)
+
+
+def test_the_index_pairs_the_characters_common_text_pairs() -> None:
+    """The first and last code point of every range (some unassigned, which PostgreSQL's parser
+    would drop), then code points just outside them."""
+    from common.text import CJK, terms
+
+    text = "\u3400\u4dbf \u4e00\u9fff \uf900\ufaff \u3040\u30ff \uac00\ud7af \u33ff\u4dc0 \ua000\u33ff"
+    indexed = _sql("SELECT groundwork_cjk_pairs(%s)", text)
+
+    assert [word for word in indexed.split() if CJK.match(word)] == [
+        term for term in terms(text, keep_stopwords=True) if CJK.match(term)
+    ]
+    assert indexed.split()[-2:] == ["\u33ff\u4dc0", "\ua000\u33ff"]  # left as they were
+
+
+def test_english_text_is_indexed_as_before(admin_user: Any) -> None:
+    """Text without CJK characters goes through groundwork_cjk_pairs unchanged, so its tsvector
+    is the one the column held before migration 0007, byte for byte."""
+    from knowledge.models import Chunk
+
+    collection = factories.collection(name="English")
+    text = "Die Kündigungsfrist: Annual leave (25 days) is paid; naïve “quotes” — e-mail HR@example.com!"
+    factories.document(collection=collection, text=text, filename="a.txt")
+    chunk = Chunk.objects.get(collection=collection)
+
+    assert _sql("SELECT groundwork_cjk_pairs(%s)", chunk.text) == chunk.text
+    before = _sql(
+        "SELECT (to_tsvector('english', text) || to_tsvector('simple', text))::text "
+        "FROM knowledge_chunk WHERE id = %s",
+        chunk.pk,
+    )
+    assert _sql("SELECT search_vector::text FROM knowledge_chunk WHERE id = %s", chunk.pk) == before
 
 
 def test_hybrid_scores_are_cosine_plus_the_keyword_bonus(admin_user: Any) -> None:
