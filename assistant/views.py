@@ -472,6 +472,13 @@ def _comparison(old: Answer, new: Answer) -> dict[str, Any]:
         "same_citations": chunks(old) == chunks(new),
         "before": old.state,
         "after": new.state,
+        # Same fingerprint: what determines the output (model file, server, context) is unchanged,
+        # so a different text comes from the prompt or the settings; "unknown" when either lacks one.
+        "same_fingerprint": (
+            None
+            if not (old.system_fingerprint and new.system_fingerprint)
+            else old.system_fingerprint == new.system_fingerprint
+        ),
     }
 
 

@@ -615,6 +615,7 @@ def test_replay_is_for_staff_and_compares_side_by_side(
     assert "Text: <strong>identical</strong>" in html
     assert "Citations: <strong>the same sources</strong>" in html
     assert "<strong>grounded</strong> → <strong>grounded</strong>" in html
+    assert "Model configuration: <strong>unchanged</strong>" in html
     assert "temperature 0.0" in html and "v1" in html
     fake_provider.replies.append(reply())
     page = client.post(reverse("assistant:replay", args=[answer.pk]))  # without JavaScript
