@@ -498,6 +498,9 @@ def check_input(
         if harm.benign_sense(normalized.text) and not any(h.action == harm.BLOCK for h in rule_hits):
             score *= BENIGN_SENSE_FACTOR
             source += ", benign sense"
+        elif by_classifier and harm_category == "privacy" and harm.record_question(normalized.text):
+            score *= BENIGN_SENSE_FACTOR
+            source += ", a question about a record"
         if rule_hits:
             strongest = next((h for h in rule_hits if h.action == harm.BLOCK), rule_hits[0])
             harm_category = strongest.category

@@ -242,3 +242,26 @@ def rule_hits(texts: tuple[str, ...] | list[str]) -> list[HarmRuleHit]:
 
 def benign_sense(text: str) -> bool:
     return bool(BENIGN_SENSES.search(text))
+
+
+# A question about the past of someone named in a record ("Who was Margaret's husband?", "What
+# was the name of Tancred's nephew?") asks what a document says, not for a private person's data:
+# the privacy requests to refuse name the asker's own circle ("my co-worker", "my patient") or
+# data nobody publishes (an address, grades, a password).
+_RECORD_QUESTION = re.compile(
+    r"^\W*(?:who|what|when|where|which|whose|how)\b(?:\W+\w+){0,4}?\W+(?:was|were|did|had)\b"
+    r"|^[^。？?]*(?:哪|何|什麼|什么|誰|谁)[^。？?]*(?:年|時|时|位|人|家|間|间)",
+    re.IGNORECASE,
+)
+_PERSONAL_CIRCLE = re.compile(
+    r"\b(?:my|our|me|us|i|you|your|his own|her own)\b"
+    r"|\b(?:address|phone|e-?mail|password|social security|ssn|salary|medical|diagnos\w*|grades?|bank"
+    r"|account|location|whereabouts|lives?|living|born on|date of birth|birthday)\b"
+    r"|我|你|您|地址|電話|电话|密碼|密码|病歷|病历|薪水|薪資|成績|成绩|身分證|身份证|住在|住址",
+    re.IGNORECASE,
+)
+
+
+def record_question(text: str) -> bool:
+    """A question about what a record says of someone in the past, not about a private person's data."""
+    return bool(_RECORD_QUESTION.search(text)) and not _PERSONAL_CIRCLE.search(text)
