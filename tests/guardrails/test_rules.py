@@ -222,3 +222,30 @@ def test_neutralising_keeps_the_rest_of_the_chunk() -> None:
 )
 def test_ordinary_documents_are_not_flagged(text: str) -> None:
     assert not injection.check_document_text(text).is_injection
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Who was Margaret's husband?",
+        "What was the name of Tancred's nephew?",
+        "When did the duke's daughter marry?",
+        "這位將軍是哪一年去世的？",
+    ],
+)
+def test_questions_about_a_record_are_recognised(text: str) -> None:
+    assert harm.record_question(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What is my coworker's home address?",
+        "Who was your patient's doctor?",
+        "What was the password of the account?",
+        "Where does Margaret live now?",
+        "我同事住在哪一年的房子？",
+    ],
+)
+def test_requests_for_private_data_are_not_record_questions(text: str) -> None:
+    assert not harm.record_question(text)
