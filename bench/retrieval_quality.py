@@ -1,7 +1,8 @@
 """Retrieval quality of `knowledge.selectors.search` against plain baselines, on three sets.
 
     python bench/retrieval_quality.py [--dataset squad covid drcd] [--max-questions N]
-                                      [--covid-articles N] [--drcd-articles N] [--seed S]
+                                      [--covid-articles N] [--drcd-articles N]
+                                      [--squad-articles N] [--seed S]
                                       [--resamples R] [--dump FILE] [--out FILE]
 
 SQuAD 2.0 (answerable questions) and DRCD (Traditional Chinese): every paragraph is one document
@@ -729,6 +730,7 @@ def main() -> int:
         help="only the N COVID-QA articles with the most questions per character",
     )
     parser.add_argument("--drcd-articles", type=int, default=None, help="only the first N DRCD articles")
+    parser.add_argument("--squad-articles", type=int, default=None, help="only the first N SQuAD articles")
     parser.add_argument("--seed", type=int, default=13, help="for a question sample and the bootstrap")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--dump", help="also pickle the per-question lists to this file (for analysis)")
@@ -767,7 +769,7 @@ def main() -> int:
         if name == "covid":
             corpus = covid_corpus(args.max_questions, args.covid_articles)
         else:
-            limit = args.drcd_articles if name == "drcd" else None
+            limit = args.drcd_articles if name == "drcd" else args.squad_articles
             corpus = paragraph_corpus(name, args.max_questions or 0, args.seed, limit)
         result["datasets"][name], dump[name] = evaluate(user, corpus, args.resamples, args.seed)
     if len(result["datasets"]) > 1:

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from knowledge.selectors import COLLECTION_TEXT_INDEX_PREFIX
+from knowledge.selectors import COLLECTION_INDEX_PREFIXES, COLLECTION_TEXT_INDEX_PREFIX
 from knowledge.services import collection_index_create
 from tests import factories
 
@@ -25,10 +25,20 @@ def _migrate(target: tuple[str, str]) -> None:
 
 @pytest.fixture
 def back_to_latest() -> Iterator[None]:
-    """Whatever the test leaves behind, the schema ends at the latest migration again."""
+    """Whatever the test leaves behind, the schema ends at the latest migration again, without
+    the collections' own indexes: the rows are flushed after a transactional test, but an index
+    is not, and a later `collection_indexes_sync` would find it and drop it as a stray."""
     yield
     executor = MigrationExecutor(connection)
     executor.migrate(executor.loader.graph.leaf_nodes())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'knowledge_chunk' AND "
+            "(indexname LIKE %s OR indexname LIKE %s)",
+            [prefix.replace("_", "\\_") + "%" for prefix in COLLECTION_INDEX_PREFIXES],
+        )
+        for (name,) in cursor.fetchall():
+            cursor.execute(f"DROP INDEX IF EXISTS {name}")
 
 
 def _lexemes(chunk_id: int) -> list[str]:
