@@ -1,7 +1,8 @@
 """Ingestion throughput: the real pipeline against the raw speed of the embeddings server.
 
     python bench/ingest_throughput.py [--docs covid-articles|short-passages] [--limit N]
-                                      [--wave N] [--sequential] [--via-celery] [--out FILE]
+                                      [--wave N] [--sequential] [--raw-single] [--via-celery]
+                                      [--out FILE]
 
 Uploads each document as a .txt file into a fresh collection, runs upload and the ingest task
 end to end, then embeds the very same chunk inputs straight through `provider.embed` (in
@@ -22,7 +23,9 @@ as a worker would, and report where the pipeline's time went (parse, chunk, embe
 The documents go through in waves (--wave, default 1 article or 100 passages; with --via-celery
 and articles, the whole set): each wave through the pipeline, then its chunk inputs straight to
 the server, so on a shared machine both measurements see the same background load.
---sequential runs the whole pipeline first and the raw pass after it.
+--sequential runs the whole pipeline first and the raw pass after it. --raw-single also sends
+each wave's inputs one text per request (what the pipeline sent for one-chunk documents before
+they were batched together), to show how much the server gains from batches at the time.
 """
 
 from __future__ import annotations
@@ -206,12 +209,18 @@ def main() -> int:
     parser.add_argument(
         "--sequential", action="store_true", help="whole pipeline first, then the raw pass (one wave)"
     )
+    parser.add_argument(
+        "--raw-single",
+        action="store_true",
+        help="also embed each wave's inputs one text per request: how much the server gains from batches",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the worker per wave")
     parser.add_argument("--out", help="also write the JSON result to this file")
     args = parser.parse_args()
 
     setup_django()
     from django.conf import settings
+    from django.test import override_settings
 
     from gateway import provider
     from knowledge import services
@@ -251,7 +260,7 @@ def main() -> int:
             _wrap_embed(provider, profile),
         ]
     load_before = environment()["load_average_1m"]
-    pipeline_s = raw_s = 0.0
+    pipeline_s = raw_s = single_s = 0.0
     ids: list[int] = []
     raw_inputs: list[str] = []
     for wave in _waves(docs, wave_size):
@@ -273,8 +282,14 @@ def main() -> int:
         raw_embed(texts, kind="passage")  # batches of EMBEDDING_BATCH_SIZE inside
         raw_s += time.perf_counter() - raw_started
         raw_inputs.extend(texts)
+        if args.raw_single:
+            with override_settings(EMBEDDING_BATCH_SIZE=1):
+                single_started = time.perf_counter()
+                raw_embed(texts, kind="passage")
+                single_s += time.perf_counter() - single_started
         if len(ids) // wave_size % max(1, 10 // wave_size) == 0 or len(ids) == len(docs):
-            log(f"{len(ids)}/{len(docs)} documents: pipeline {pipeline_s:.0f} s, raw {raw_s:.0f} s")
+            single = f", one per request {single_s:.0f} s" if args.raw_single else ""
+            log(f"{len(ids)}/{len(docs)} documents: pipeline {pipeline_s:.0f} s, raw {raw_s:.0f} s{single}")
     for restore in undo:
         restore()
     load_after = environment()["load_average_1m"]
@@ -310,6 +325,15 @@ def main() -> int:
             "inputs": len(raw_inputs),
             "input_characters": sum(len(t) for t in raw_inputs),
         },
+        "raw_embeddings_one_per_request": (
+            {
+                "seconds": round(single_s, 2),
+                "chunks_per_s": round(len(raw_inputs) / single_s, 3),
+                "batched_speedup": round(single_s / raw_s, 3),
+            }
+            if args.raw_single
+            else None
+        ),
         "ratio": round(ratio, 3),
         "target_ratio": TARGET_RATIO,
         "target_met": ratio >= TARGET_RATIO,
