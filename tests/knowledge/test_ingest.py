@@ -12,10 +12,11 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 
 from gateway import provider
-from knowledge import services
+from knowledge import services, tasks
+from knowledge.chunking import ChunkDraft
 from knowledge.models import Chunk, Collection, Document
 from tests import factories
-from tests.fakes import FakeProvider
+from tests.fakes import FakeProvider, fake_vector
 from tests.knowledge.samples import CORRUPT_PDF, HANDBOOK, encrypted_pdf, text_pdf
 
 pytestmark = pytest.mark.django_db
@@ -243,3 +244,264 @@ def test_permanent_provider_failure_fails_the_document(
     document.refresh_from_db()
     assert document.status == Document.Status.FAILED
     assert "input too long" in document.error
+
+
+# --- small documents indexed together -----------------------------------------------------------
+
+
+def small_docs(collection: Collection, count: int, *, start: int = 0) -> list[Document]:
+    """`count` one-chunk text documents, queued but not yet indexed."""
+    return [
+        factories.document(
+            collection=collection,
+            text=f"Passage {number}: the office on floor {number} opens at {number % 12 + 1} o'clock.",
+            filename=f"passage-{number:03}.txt",
+            ingest=False,
+        )
+        for number in range(start, start + count)
+    ]
+
+
+def chunk_ids(documents: list[Document]) -> set[int]:
+    return set(Chunk.objects.filter(document__in=documents).values_list("pk", flat=True))
+
+
+def test_small_documents_are_claimed_together_and_embedded_in_shared_batches(
+    collection: Collection, fake_provider: FakeProvider, settings: Any
+) -> None:
+    settings.EMBEDDING_BATCH_SIZE = 4
+    documents = small_docs(collection, 10)
+    ids = [d.pk for d in documents]
+
+    outcome = services.documents_ingest(document_id=ids[0])
+
+    assert outcome.ready == ids  # the task's own document first, then the oldest pending ones
+    assert outcome.summary == "10 ready"
+    assert provider.embed.call_count == 3  # type: ignore[attr-defined]  # 10 chunks in batches of 4
+    assert [len(c.args[0]) for c in provider.embed.call_args_list] == [4, 4, 2]  # type: ignore[attr-defined]
+    for document in Document.objects.filter(pk__in=ids):
+        assert document.status == Document.Status.READY
+        assert document.attempts == 1 and document.chunk_count == 1 and document.progress == 100
+        chunk = Chunk.objects.get(document=document)
+        # Each document got the vector of its own text, not a neighbour's in the batch.
+        assert chunk.embedding is not None
+        assert list(chunk.embedding) == pytest.approx(
+            fake_vector(services.embedding_text(document, draft_of(chunk))), abs=1e-6
+        )
+
+
+def draft_of(chunk: Chunk) -> ChunkDraft:
+    return ChunkDraft(
+        position=chunk.position,
+        text=chunk.text,
+        heading_path=tuple(chunk.heading_path),
+        page=chunk.page,
+        char_start=chunk.char_start,
+        char_end=chunk.char_end,
+        token_count=chunk.token_count,
+    )
+
+
+def test_a_task_takes_along_no_more_than_its_limits_and_never_a_large_document(
+    collection: Collection, settings: Any
+) -> None:
+    settings.EMBEDDING_BATCH_SIZE = 2  # room for 4 x 2 = 8 documents, 4 x 2 x 300 x 4 = 9,600 bytes
+    most_documents, most_bytes = services.group_limits()
+    assert (most_documents, most_bytes) == (8, 9600)
+    first = small_docs(collection, 3)
+    large = factories.document(
+        collection=collection, text="A long policy. " * 700, filename="large.txt", ingest=False
+    )
+    rest = small_docs(collection, 8, start=3)
+
+    outcome = services.documents_ingest(document_id=first[0].pk)
+
+    # The large document (10,500 bytes) does not fit; the queue behind it goes on without it.
+    assert outcome.ready == [d.pk for d in [*first, *rest]][:8]
+    large.refresh_from_db()
+    assert large.status == Document.Status.PENDING and large.attempts == 0
+    assert Document.objects.filter(status=Document.Status.PENDING).count() == 1 + 3
+    # A large document's own task takes nothing along: it fills its batches by itself.
+    assert services.documents_ingest(document_id=large.pk).ready == [large.pk]
+    assert Document.objects.filter(status=Document.Status.PENDING).count() == 3
+
+
+def test_a_corrupt_file_in_a_batch_fails_alone(collection: Collection) -> None:
+    before = small_docs(collection, 2)
+    broken = upload(collection, CORRUPT_PDF, "broken.pdf").document
+    empty = upload(collection, b"   \n\n  ", "blank.txt").document
+    after = small_docs(collection, 2, start=2)
+    good = [*before, *after]
+
+    outcome = services.documents_ingest(document_id=before[0].pk)
+
+    assert sorted(outcome.ready) == sorted(d.pk for d in good)
+    assert sorted(outcome.failed) == sorted([broken.pk, empty.pk])
+    broken.refresh_from_db()
+    empty.refresh_from_db()
+    assert broken.status == Document.Status.FAILED and "damaged" in broken.error
+    assert empty.status == Document.Status.FAILED and empty.error == "The file is empty."
+    assert not Chunk.objects.filter(document__in=[broken, empty]).exists()
+    assert Document.objects.filter(pk__in=[d.pk for d in good], status=Document.Status.READY).count() == 4
+
+
+def test_an_unexpected_error_in_one_document_fails_it_alone(
+    collection: Collection, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    documents = small_docs(collection, 3)
+    chunk_document = services.chunk_document
+
+    def buggy(parsed: Any, **kwargs: Any) -> list[ChunkDraft]:
+        if "floor 1 " in parsed.blocks[0].text:
+            raise RecursionError("a bug in the chunker")
+        return chunk_document(parsed, **kwargs)
+
+    monkeypatch.setattr(services, "chunk_document", buggy)
+
+    outcome = services.documents_ingest(document_id=documents[0].pk)
+
+    assert outcome.failed == [documents[1].pk]
+    assert outcome.ready == [documents[0].pk, documents[2].pk]
+    documents[1].refresh_from_db()
+    assert documents[1].status == Document.Status.FAILED
+    assert "unexpected error" in documents[1].error and "Traceback" not in documents[1].error
+    assert "a bug in the chunker" in caplog.text  # the details are for the administrator's log
+
+
+def test_a_text_the_provider_refuses_fails_only_its_own_document(
+    collection: Collection, fake_provider: FakeProvider, settings: Any
+) -> None:
+    settings.EMBEDDING_BATCH_SIZE = 8
+    documents = small_docs(collection, 3)
+    poisoned = factories.document(
+        collection=collection, text="This passage is POISON to the model.", filename="p.txt", ingest=False
+    )
+    documents += small_docs(collection, 2, start=3)
+
+    def refusing(texts: list[str], *, kind: str, model: str | None = None) -> provider.Embeddings:
+        if any("POISON" in t for t in texts):
+            raise provider.ProviderError("input rejected", kind=provider.ErrorKind.BAD_REQUEST)
+        return fake_provider.embed(texts, kind=kind, model=model)
+
+    provider.embed.side_effect = refusing  # type: ignore[attr-defined]
+
+    outcome = services.documents_ingest(document_id=documents[0].pk)
+
+    poisoned.refresh_from_db()
+    assert poisoned.status == Document.Status.FAILED and "input rejected" in poisoned.error
+    assert outcome.failed == [poisoned.pk]
+    assert sorted(outcome.ready) == sorted(d.pk for d in documents)
+    assert Chunk.objects.filter(document__in=documents).count() == 5
+
+
+def test_a_second_delivery_of_a_companion_s_task_does_nothing(collection: Collection) -> None:
+    documents = small_docs(collection, 5)
+    services.documents_ingest(document_id=documents[0].pk)
+    before = chunk_ids(documents)
+    calls = provider.embed.call_count  # type: ignore[attr-defined]
+
+    # Every document's own message is still queued (and may be delivered twice): all skip.
+    results = [tasks.ingest_document.apply(args=(d.pk,)).get() for d in documents for _ in range(2)]
+
+    assert results == ["skipped"] * 10
+    assert provider.embed.call_count == calls  # type: ignore[attr-defined]
+    assert chunk_ids(documents) == before
+    assert set(Document.objects.values_list("attempts", flat=True)) == {1}
+
+
+def test_uploads_queued_together_are_indexed_by_the_first_task(
+    collection: Collection, django_capture_on_commit_callbacks: Any, settings: Any
+) -> None:
+    settings.EMBEDDING_BATCH_SIZE = 16
+    with django_capture_on_commit_callbacks(execute=True):  # eager Celery: the tasks run here
+        for number in range(6):
+            upload(
+                collection,
+                f"Note {number}: the canteen serves soup on day {number}.".encode(),
+                f"n{number}.txt",
+            )
+
+    assert Document.objects.filter(status=Document.Status.READY).count() == 6
+    assert provider.embed.call_count == 1  # type: ignore[attr-defined]
+
+
+def test_a_passing_failure_retries_every_document_the_task_took_along(
+    collection: Collection, fake_provider: FakeProvider, settings: Any
+) -> None:
+    settings.EMBEDDING_BATCH_SIZE = 2
+    documents = small_docs(collection, 5)
+    ids = [d.pk for d in documents]
+    calls = 0
+
+    def flaky(texts: list[str], *, kind: str, model: str | None = None) -> provider.Embeddings:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first batch went through; the server then hiccups once
+            raise provider.ProviderError("timed out", kind=provider.ErrorKind.TIMEOUT)
+        return fake_provider.embed(texts, kind=kind, model=model)
+
+    provider.embed.side_effect = flaky  # type: ignore[attr-defined]
+    with pytest.raises(services.IngestRetry) as raised:
+        services.documents_ingest(document_id=ids[0])
+
+    # The first two were written whole; the other three went back to pending, unindexed.
+    assert raised.value.document_ids == ids[2:]
+    statuses = dict(Document.objects.values_list("pk", "status"))
+    assert [statuses[pk] for pk in ids] == ["ready"] * 2 + ["pending"] * 3
+    assert not Chunk.objects.filter(document_id__in=ids[2:]).exists()
+
+    # Through the task: it takes the three along, the server hiccups again before any is written,
+    # and the retry (run at once by eager Celery) carries all three.
+    calls = 1
+    assert tasks.ingest_document.apply(args=(ids[2],)).get() == "3 ready"
+    assert Document.objects.filter(pk__in=ids, status=Document.Status.READY).count() == 5
+
+
+def test_the_retry_indexes_companions_even_when_its_own_document_is_done(
+    collection: Collection, settings: Any
+) -> None:
+    documents = small_docs(collection, 3)
+    ids = [d.pk for d in documents]
+    services.document_ingest(document_id=ids[0])  # its own document is already ready
+
+    outcome = services.documents_ingest(document_id=ids[0], retry_ids=ids[1:])
+
+    assert outcome.ready == ids[1:]
+
+
+def test_documents_the_task_gave_up_on_fail_with_the_reason(
+    collection: Collection, fake_provider: FakeProvider
+) -> None:
+    documents = small_docs(collection, 3)
+    fake_provider.embed_error = provider.ProviderError("down", kind=provider.ErrorKind.UNAVAILABLE)
+
+    result = tasks.ingest_document.apply(args=(documents[0].pk,)).get()
+
+    assert result == "3 failed"
+    for document in Document.objects.all():
+        assert document.status == Document.Status.FAILED
+        assert document.error.startswith("Indexing gave up:") and "down" in document.error
+        assert document.attempts == tasks.ingest_document.max_retries + 1
+
+
+def test_a_document_replaced_while_its_batch_was_embedding_keeps_the_new_version(
+    collection: Collection, fake_provider: FakeProvider
+) -> None:
+    documents = small_docs(collection, 3)
+    target = documents[2]
+    replaced = False
+
+    def replacing(texts: list[str], *, kind: str, model: str | None = None) -> provider.Embeddings:
+        nonlocal replaced
+        if not replaced:  # a new version arrives while the batch is at the embedding server
+            replaced = True
+            upload(collection, b"The office moved to the annex.", target.filename)
+        return fake_provider.embed(texts, kind=kind, model=model)
+
+    provider.embed.side_effect = replacing  # type: ignore[attr-defined]
+    outcome = services.documents_ingest(document_id=documents[0].pk)
+
+    target.refresh_from_db()
+    assert outcome.skipped == [target.pk]
+    assert target.status == Document.Status.PENDING and target.version == 2
+    assert not Chunk.objects.filter(document=target).exists()
