@@ -189,6 +189,29 @@ def _wrap_embed(provider: Any, into: dict[str, float]) -> Callable[[], None]:
     return undo
 
 
+def _server_cpu() -> Callable[[], float] | None:
+    """CPU seconds used so far by the embedded embeddings server (from its pid file), or None when
+    the server is not ours to see. CPU time, unlike wall time, barely depends on how busy the
+    machine is: it shows what each request shape costs the server itself."""
+    import os
+
+    from django.conf import settings
+
+    pid_file = Path(settings.DATA_DIR) / "run" / "embeddings.pid"
+    try:
+        stat = Path(f"/proc/{int(pid_file.read_text().strip())}/stat")
+        stat.read_text()
+    except (OSError, ValueError):
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def used() -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    return used
+
+
 def _waves(items: Sequence[TextDoc], size: int) -> Iterator[Sequence[TextDoc]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -263,7 +286,14 @@ def main() -> int:
     pipeline_s = raw_s = single_s = 0.0
     ids: list[int] = []
     raw_inputs: list[str] = []
+    server_cpu = _server_cpu()
+    cpu_s = {"pipeline": 0.0, "raw": 0.0, "single": 0.0}
+
+    def cpu_mark() -> float:
+        return server_cpu() if server_cpu else 0.0
+
     for wave in _waves(docs, wave_size):
+        mark = cpu_mark()
         started = time.perf_counter()
         with timed(profile, "upload"):
             wave_ids = upload_texts(collection, wave, enqueue=args.via_celery)
@@ -274,19 +304,24 @@ def main() -> int:
                 with _sql_timer(profile):
                     _ingest_in_process(wave_ids)
         pipeline_s += time.perf_counter() - started
+        cpu_s["pipeline"] += cpu_mark() - mark
         _check_ready(wave_ids)
         ids.extend(wave_ids)
         # The same chunk inputs straight to the server, batched across the wave's documents.
         texts = _chunk_inputs(wave_ids)
+        mark = cpu_mark()
         raw_started = time.perf_counter()
         raw_embed(texts, kind="passage")  # batches of EMBEDDING_BATCH_SIZE inside
         raw_s += time.perf_counter() - raw_started
+        cpu_s["raw"] += cpu_mark() - mark
         raw_inputs.extend(texts)
         if args.raw_single:
             with override_settings(EMBEDDING_BATCH_SIZE=1):
+                mark = cpu_mark()
                 single_started = time.perf_counter()
                 raw_embed(texts, kind="passage")
                 single_s += time.perf_counter() - single_started
+                cpu_s["single"] += cpu_mark() - mark
         if len(ids) // wave_size % max(1, 10 // wave_size) == 0 or len(ids) == len(docs):
             single = f", one per request {single_s:.0f} s" if args.raw_single else ""
             log(f"{len(ids)}/{len(docs)} documents: pipeline {pipeline_s:.0f} s, raw {raw_s:.0f} s{single}")
@@ -332,6 +367,15 @@ def main() -> int:
                 "batched_speedup": round(single_s / raw_s, 3),
             }
             if args.raw_single
+            else None
+        ),
+        "server_cpu_ms_per_chunk": (
+            {
+                phase: round(1000 * seconds / len(raw_inputs), 1)
+                for phase, seconds in cpu_s.items()
+                if phase != "single" or args.raw_single
+            }
+            if server_cpu
             else None
         ),
         "ratio": round(ratio, 3),
