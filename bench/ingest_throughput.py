@@ -1,8 +1,8 @@
 """Ingestion throughput: the real pipeline against the raw speed of the embeddings server.
 
     python bench/ingest_throughput.py [--docs covid-articles|short-passages] [--limit N]
-                                      [--wave N] [--sequential] [--raw-single] [--via-celery]
-                                      [--out FILE]
+                                      [--wave N] [--sequential] [--raw-single] [--one-per-call]
+                                      [--via-celery] [--out FILE]
 
 Uploads each document as a .txt file into a fresh collection, runs upload and the ingest task
 end to end, then embeds the very same chunk inputs straight through `provider.embed` (in
@@ -26,6 +26,8 @@ the server, so on a shared machine both measurements see the same background loa
 --sequential runs the whole pipeline first and the raw pass after it. --raw-single also sends
 each wave's inputs one text per request (what the pipeline sent for one-chunk documents before
 they were batched together), to show how much the server gains from batches at the time.
+--one-per-call (in-process) indexes each wave a second time one document per call, the old
+request pattern, so the grouping's gain is measured on the same texts under the same load.
 """
 
 from __future__ import annotations
@@ -237,6 +239,12 @@ def main() -> int:
         action="store_true",
         help="also embed each wave's inputs one text per request: how much the server gains from batches",
     )
+    parser.add_argument(
+        "--one-per-call",
+        action="store_true",
+        help="in-process: also index each wave again one document per call (services.document_ingest), "
+        "the request pattern of the ingest task before small documents were grouped",
+    )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the worker per wave")
     parser.add_argument("--out", help="also write the JSON result to this file")
     args = parser.parse_args()
@@ -262,6 +270,8 @@ def main() -> int:
     env = environment()
     log(f"{len(docs)} {args.docs}, {sum(len(d.text) for d in docs):,} characters, waves of {wave_size}")
 
+    if args.via_celery and args.one_per_call:
+        parser.error("--one-per-call runs in-process only")
     if args.via_celery:
         workers = _celery_workers()
         if not workers:
@@ -283,11 +293,11 @@ def main() -> int:
             _wrap_embed(provider, profile),
         ]
     load_before = environment()["load_average_1m"]
-    pipeline_s = raw_s = single_s = 0.0
+    pipeline_s = raw_s = single_s = alone_s = alone_requests = 0.0
     ids: list[int] = []
     raw_inputs: list[str] = []
     server_cpu = _server_cpu()
-    cpu_s = {"pipeline": 0.0, "raw": 0.0, "single": 0.0}
+    cpu_s = {"pipeline": 0.0, "raw": 0.0, "single": 0.0, "one_per_call": 0.0}
 
     def cpu_mark() -> float:
         return server_cpu() if server_cpu else 0.0
@@ -322,9 +332,31 @@ def main() -> int:
                 raw_embed(texts, kind="passage")
                 single_s += time.perf_counter() - single_started
                 cpu_s["single"] += cpu_mark() - mark
+        if args.one_per_call:
+            # The same documents indexed again, each on its own (as every task did before small
+            # documents were grouped); the profile keeps the main pipeline's figures only.
+            saved = dict(profile)
+            Document.objects.filter(pk__in=wave_ids).update(
+                status=Document.Status.PENDING, progress=0, heartbeat_at=None
+            )
+            mark = cpu_mark()
+            alone_started = time.perf_counter()
+            requests_before = profile.get("embed_requests", 0)
+            for document_id in dict.fromkeys(wave_ids):
+                services.document_ingest(document_id=document_id)
+            alone_s += time.perf_counter() - alone_started
+            cpu_s["one_per_call"] += cpu_mark() - mark
+            alone_requests += profile.get("embed_requests", 0) - requests_before
+            profile.clear()
+            profile.update(saved)
+            _check_ready(wave_ids)
         if len(ids) // wave_size % max(1, 10 // wave_size) == 0 or len(ids) == len(docs):
             single = f", one per request {single_s:.0f} s" if args.raw_single else ""
-            log(f"{len(ids)}/{len(docs)} documents: pipeline {pipeline_s:.0f} s, raw {raw_s:.0f} s{single}")
+            alone = f", one document per call {alone_s:.0f} s" if args.one_per_call else ""
+            log(
+                f"{len(ids)}/{len(docs)} documents: pipeline {pipeline_s:.0f} s, raw {raw_s:.0f} s"
+                f"{single}{alone}"
+            )
     for restore in undo:
         restore()
     load_after = environment()["load_average_1m"]
@@ -373,9 +405,19 @@ def main() -> int:
             {
                 phase: round(1000 * seconds / len(raw_inputs), 1)
                 for phase, seconds in cpu_s.items()
-                if phase != "single" or args.raw_single
+                if (phase != "single" or args.raw_single) and (phase != "one_per_call" or args.one_per_call)
             }
             if server_cpu
+            else None
+        ),
+        "pipeline_one_document_per_call": (
+            {
+                "seconds": round(alone_s, 2),
+                "chunks_per_s": round(chunk_count / alone_s, 3),
+                "embed_requests": int(alone_requests),
+                "ratio": round(chunk_count / alone_s / raw_cps, 3),
+            }
+            if args.one_per_call
             else None
         ),
         "ratio": round(ratio, 3),
