@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import PurePath
 from typing import IO, Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.base import File
@@ -232,6 +233,9 @@ GROUP_BATCHES = 4
 _BYTES_PER_TOKEN = 4
 
 
+_UNEXPECTED = "Indexing failed on an unexpected error (it is in the worker's log); try again later."
+
+
 def group_limits() -> tuple[int, int]:
     """(most documents, most stored bytes) one ingest task takes on."""
     batch = settings.EMBEDDING_BATCH_SIZE
@@ -272,7 +276,7 @@ class _Work:
         return len(self.vectors) == len(self.drafts)
 
 
-def _companions_claim(*, exclude: Sequence[int], room_bytes: int, room_documents: int) -> list[int]:
+def _companions_claim(*, room_bytes: int, room_documents: int) -> list[int]:
     """Claim the oldest pending documents that fit in the room left, skipping any row another
     worker is claiming this instant; returns their ids in claim order."""
     if room_documents <= 0 or room_bytes <= 0:
@@ -281,7 +285,6 @@ def _companions_claim(*, exclude: Sequence[int], room_bytes: int, room_documents
         candidates = (
             Document.objects.select_for_update(skip_locked=True)
             .filter(status=Document.Status.PENDING, size_bytes__lte=room_bytes)
-            .exclude(pk__in=exclude)
             .order_by("pk")
             .values_list("pk", "size_bytes")[:room_documents]
         )
@@ -320,9 +323,7 @@ def documents_ingest(*, document_id: int, retry_ids: Sequence[int] = ()) -> Inge
         return IngestOutcome(skipped=[document_id])
     most_documents, most_bytes = group_limits()
     used = sum(Document.objects.filter(pk__in=own).values_list("size_bytes", flat=True))
-    companions = _companions_claim(
-        exclude=own, room_bytes=most_bytes - used, room_documents=most_documents - len(own)
-    )
+    companions = _companions_claim(room_bytes=most_bytes - used, room_documents=most_documents - len(own))
     return _ingest_claimed([*own, *companions])
 
 
@@ -353,10 +354,12 @@ def _ingest_claimed(document_ids: list[int]) -> IngestOutcome:
             continue
         try:
             prepared = _prepare(document)
+        except SoftTimeLimitExceeded:
+            raise  # the task's time is up: stop, and let the stale heartbeats requeue the rest
         except Exception:
             # Isolation: an unforeseen error in one file must not fail the documents beside it.
             logger.exception("Unexpected failure preparing document %s", document_id)
-            prepared = "Indexing failed on an unexpected error (it is in the worker's log); try again later."
+            prepared = _UNEXPECTED
         if isinstance(prepared, str):
             _fail(document_id, prepared)
             outcome.failed.append(document_id)
@@ -376,8 +379,7 @@ def _ingest_claimed(document_ids: list[int]) -> IngestOutcome:
             _embed_batch(batch, outcome)
             for item in dict.fromkeys(item for item, _ in batch):
                 if item.complete and not item.failed:
-                    stored = _store(item)
-                    (outcome.ready if stored else outcome.skipped).append(item.document.pk)
+                    _store_isolated(item, outcome)
             _heartbeat([item for item in work if not item.failed and not item.complete])
     except provider.ProviderError as exc:  # passing (_embed_batch fails documents on the others)
         unfinished = [item for item in work if not item.failed and not item.complete]
@@ -427,8 +429,7 @@ def _embed_batch(batch: list[tuple[_Work, int]], outcome: IngestOutcome) -> None
             _fail_work(items[0], exc, outcome)
             return
         for item in items:
-            own = [(i, index) for i, index in batch if i is item]
-            _embed_batch(own, outcome)
+            _embed_batch([(i, index) for i, index in batch if i is item], outcome)
         return
     for (item, _), vector in zip(batch, vectors, strict=True):
         item.vectors.append(vector)
@@ -453,6 +454,22 @@ def _heartbeat(items: list[_Work]) -> None:
             Document.objects.filter(pk=item.document.pk).update(
                 progress=min(99, round(100 * len(item.vectors) / len(item.drafts))), heartbeat_at=now
             )
+
+
+def _store_isolated(item: _Work, outcome: IngestOutcome) -> None:
+    """`_store`, where an unforeseen error fails this document only (its transaction rolled back).
+    If the database itself is gone, marking the failure raises too, and the task fails whole."""
+    try:
+        stored = _store(item)
+    except SoftTimeLimitExceeded:
+        raise
+    except Exception:
+        logger.exception("Unexpected failure storing document %s", item.document.pk)
+        item.failed = True
+        _fail(item.document.pk, _UNEXPECTED)
+        outcome.failed.append(item.document.pk)
+        return
+    (outcome.ready if stored else outcome.skipped).append(item.document.pk)
 
 
 def _store(item: _Work) -> Document | None:

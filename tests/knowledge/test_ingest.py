@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.db import DataError
 from django.utils import timezone
 
 from gateway import provider
@@ -366,6 +368,48 @@ def test_an_unexpected_error_in_one_document_fails_it_alone(
     assert documents[1].status == Document.Status.FAILED
     assert "unexpected error" in documents[1].error and "Traceback" not in documents[1].error
     assert "a bug in the chunker" in caplog.text  # the details are for the administrator's log
+
+
+def test_the_task_s_time_limit_is_not_taken_for_a_broken_document(
+    collection: Collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    documents = small_docs(collection, 2)
+
+    def out_of_time(*args: Any, **kwargs: Any) -> list[ChunkDraft]:
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(services, "chunk_document", out_of_time)
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        services.documents_ingest(document_id=documents[0].pk)
+
+    # Left processing with a heartbeat: beat requeues them once it is stale; nothing failed.
+    assert set(Document.objects.values_list("status", "error")) == {(Document.Status.PROCESSING, "")}
+
+
+def test_a_document_the_database_refuses_fails_alone_and_keeps_its_old_chunks(
+    collection: Collection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    documents = small_docs(collection, 3)
+    services.document_ingest(document_id=documents[1].pk)
+    old_chunks = chunk_ids([documents[1]])
+    upload(collection, b"Passage 1, revised: the office on floor 1 is CLOSED.", documents[1].filename)
+    bulk_create = Chunk.objects.bulk_create
+
+    def refusing(chunks: list[Chunk], **kwargs: Any) -> list[Chunk]:
+        if any("CLOSED" in c.text for c in chunks):
+            raise DataError("value too long for type character varying")
+        return bulk_create(chunks, **kwargs)
+
+    monkeypatch.setattr(Chunk.objects, "bulk_create", refusing)
+
+    outcome = services.documents_ingest(document_id=documents[0].pk)
+
+    assert outcome.ready == [documents[0].pk, documents[2].pk]
+    assert outcome.failed == [documents[1].pk]
+    documents[1].refresh_from_db()
+    assert documents[1].status == Document.Status.FAILED and "unexpected error" in documents[1].error
+    assert chunk_ids([documents[1]]) == old_chunks  # its transaction was rolled back whole
 
 
 def test_a_text_the_provider_refuses_fails_only_its_own_document(
