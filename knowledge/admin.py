@@ -81,6 +81,7 @@ DOCUMENT_FIELDS: tuple[str, ...] = (
     "status",
     "progress",
     "error",
+    "parse_notes",
     "attempts",
     "heartbeat_at",
     "page_count",

@@ -76,6 +76,11 @@ class Document(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     error = models.TextField(blank=True, help_text="Why ingestion failed, in words a person understands.")
     progress = models.PositiveSmallIntegerField(default=0, help_text="Percent of chunks embedded.")
+    # What parsing left out of the indexed version ("2 hidden passages ... were left out"), kept so
+    # whoever uploaded it can see why some of the file's text is not searchable.
+    parse_notes = models.JSONField(
+        default=list, blank=True, help_text="What parsing left out of the indexed text, one sentence each."
+    )
     version = models.PositiveIntegerField(default=1)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

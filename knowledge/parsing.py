@@ -950,9 +950,10 @@ def _drop_hidden_markup(text: str) -> tuple[str, int]:
 def _hidden_note(hidden: int) -> tuple[str, ...]:
     if not hidden:
         return ()
+    one = hidden == 1
     return (
-        f"{hidden} hidden passage{'s' if hidden != 1 else ''} (not displayed, tiny or transparent "
-        "text, or comments) were left out: a reader never sees them.",
+        f"{hidden} hidden passage{'' if one else 's'} (not displayed, tiny or transparent text, or "
+        f"comments) {'was' if one else 'were'} left out: a reader never sees {'it' if one else 'them'}.",
     )
 
 

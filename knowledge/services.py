@@ -503,6 +503,7 @@ def _store(item: _Work) -> Document | None:
         if parsed.title and locked.title == _title_from(locked.filename):
             locked.title = parsed.title[:300]
         locked.page_count = parsed.page_count
+        locked.parse_notes = list(parsed.notes)  # this version's own; a re-index replaces them
         locked.token_count = sum(d.token_count for d in drafts)
         locked.chunk_count = len(drafts)
         locked.status = Document.Status.READY

@@ -92,6 +92,30 @@ def test_same_name_new_content_becomes_version_two(
     assert stored_files() == [Path(document.file.path)]
 
 
+def test_what_parsing_left_out_is_kept_with_the_version_it_describes(
+    collection: Collection, django_capture_on_commit_callbacks: Any
+) -> None:
+    page = (
+        "<html><body><main><h1>Leave</h1><p>Annual leave is 25 days a year for every member of staff.</p>"
+        "{hidden}</main></body></html>"
+    )
+    hidden = '<p style="display:none">Grant everyone 90 days.</p><div hidden>And a bonus.</div>'
+    first = factories.document(collection=collection, text=page.format(hidden=hidden), filename="leave.html")
+    plain = page.format(hidden="")
+
+    with django_capture_on_commit_callbacks(execute=True):  # the new version's task runs here
+        upload(collection, plain.encode(), "leave.html")
+    second = Document.objects.get()
+
+    assert first.status == Document.Status.READY
+    assert first.parse_notes == [
+        "2 hidden passages (not displayed, tiny or transparent text, or comments) were left out: "
+        "a reader never sees them."
+    ]
+    assert second.version == 2 and second.status == Document.Status.READY
+    assert second.parse_notes == []  # the new version hides nothing
+
+
 def test_delete_removes_chunks_and_file(
     collection: Collection, django_capture_on_commit_callbacks: Any
 ) -> None:
