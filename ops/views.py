@@ -13,8 +13,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from common.access import StaffRequest, staff_required
 from ops import charts, metrics, selectors
-from ops.access import StaffRequest, staff_required
 from ops.forms import RangeForm
 from ops.health import run_checks
 from usage import selectors as usage
