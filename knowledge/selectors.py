@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 
 from common.text import CJK_RANGES
+from common.users import AnyUser
 from gateway import provider
 from knowledge.models import CJK_PAIRS_FUNCTION, Chunk, Collection, Document
 
@@ -106,6 +107,9 @@ def _readable_sql() -> str:
     )
 
 
+# `object`, not AnyUser, until answer_cache's three signatures that pass a user through are typed
+# (that module is being rewritten on another branch); anything without is_authenticated reads
+# only public collections.
 def readable_collection_ids(user: object, collections: Iterable[int | str] | None = None) -> list[int]:
     """Ids of the collections `user` may read, narrowed to `collections` (ids or names) if given.
 
@@ -627,7 +631,7 @@ def ranked(fused: dict[int, _Fused]) -> list[tuple[int, _Fused]]:
 
 
 def search(
-    user: object,
+    user: AnyUser,
     query: str,
     k: int = 8,
     collections: Iterable[int | str] | None = None,
@@ -684,7 +688,7 @@ def search(
     ]
 
 
-def chunks_readable_by(user: object) -> QuerySet[Chunk]:
+def chunks_readable_by(user: AnyUser | None) -> QuerySet[Chunk]:
     """Every chunk `user` may read, as a queryset; the one gate for chunk access outside search."""
     return Chunk.objects.filter(collection_id__in=readable_collection_ids(user)).select_related("document")
 
@@ -694,13 +698,13 @@ def existing_chunk_ids(chunk_ids: Iterable[int]) -> set[int]:
     return set(Chunk.objects.filter(pk__in=list(chunk_ids)).values_list("pk", flat=True))
 
 
-def hits_for_chunks(user: object, chunk_ids: Sequence[int]) -> list[SearchHit]:
+def hits_for_chunks(user: AnyUser | None, chunk_ids: Sequence[int]) -> list[SearchHit]:
     """The given chunks, in the given order, as hits; chunks `user` may not read are left out."""
     chunks = chunks_readable_by(user).select_related("document__collection").in_bulk(list(chunk_ids))
     return [SearchHit(chunk=chunks[cid], score=0.0) for cid in chunk_ids if cid in chunks]
 
 
-def documents_readable_by(user: object, *, title: str = "", limit: int = 5) -> list[dict[str, object]]:
+def documents_readable_by(user: AnyUser, *, title: str = "", limit: int = 5) -> list[dict[str, object]]:
     """Metadata of readable, indexed documents whose title or file name contains `title`."""
     documents = Document.objects.filter(
         collection_id__in=readable_collection_ids(user), status=Document.Status.READY
@@ -722,7 +726,7 @@ def documents_readable_by(user: object, *, title: str = "", limit: int = 5) -> l
     ]
 
 
-def example_questions(user: object, *, limit: int = 4) -> list[str]:
+def example_questions(user: AnyUser, *, limit: int = 4) -> list[str]:
     """Questions to offer on a first visit, drawn from headings the user can actually read."""
     rows = (
         chunks_readable_by(user)

@@ -13,6 +13,7 @@ from django.db.models import F, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from common.users import AnyUser
 from usage.models import Budget, ModelCall, ModelPrice, UsageDaily
 
 
@@ -112,7 +113,7 @@ def budget_spent(budget: Budget, *, now: datetime | None = None) -> tuple[Decima
     return Decimal(spent), end
 
 
-def budgets_of(user: Any) -> QuerySet[Budget]:
+def budgets_of(user: AnyUser | None) -> QuerySet[Budget]:
     return (
         Budget.objects.filter(active=True)
         .filter(Q(user=user) | Q(group__user=user))
@@ -120,7 +121,7 @@ def budgets_of(user: Any) -> QuerySet[Budget]:
     )
 
 
-def budget_statuses(*, user: Any, now: datetime | None = None) -> list[BudgetStatus]:
+def budget_statuses(*, user: AnyUser | None, now: datetime | None = None) -> list[BudgetStatus]:
     """Every active budget that applies to `user`, with what was spent against it."""
     now = now or timezone.now()
     statuses = []
