@@ -18,6 +18,7 @@ from django.utils import timezone
 from assistant import pipeline
 from assistant import services as assistant_services
 from assistant.models import Answer, Assistant
+from assistant.selectors import history_before
 from evals import graders, selectors
 from evals.datasets import CaseDraft, Dataset, DocumentDraft
 from evals.models import Case, Grade, JudgeCalibration, Result, Run, Suite
@@ -160,7 +161,7 @@ def documents_index(*, document_ids: Sequence[int]) -> list[int]:
 def _history_of(answer: Answer) -> list[list[str]]:
     if answer.message is None:
         return []
-    return [list(pair) for pair in assistant_services.history_before(answer.message)]
+    return [list(pair) for pair in history_before(answer.message)]
 
 
 def case_from_answer(

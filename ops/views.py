@@ -62,7 +62,7 @@ def _dashboard_context(period: selectors.DateRange) -> dict[str, Any]:
         "routing": routing,
         "latency": selectors.latency_table(period),
         "budgets": usage.budgets_overview(),
-        "unpriced": usage.models_without_price(),
+        "unpriced": selectors.models_without_price(),
         "charts": {
             "answers": charts.line_chart(days, answers, title="Answers per day"),
             "shown": charts.line_chart(
