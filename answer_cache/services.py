@@ -226,7 +226,7 @@ def _chunk_ids(answer: Answer) -> tuple[list[int], list[int], list[int]]:
 def _history_of(answer: Answer) -> list[tuple[str, str]]:
     if answer.message_id is None:
         return []
-    from assistant.services import history_before
+    from assistant.selectors import history_before
 
     return history_before(answer.message)  # type: ignore[arg-type]
 

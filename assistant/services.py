@@ -27,6 +27,7 @@ from assistant.models import (
     PromptTemplate,
 )
 from assistant.prompts import DEFAULT_INSTRUCTIONS, DEFAULT_PROMPT_NAME, DEFAULT_SYSTEM
+from assistant.selectors import history_before as history_before  # re-exported: routing.distill reads it here
 from gateway import provider
 from usage import services as usage
 
@@ -104,26 +105,6 @@ def message_send(*, conversation: Conversation, text: str) -> tuple[Message, Mes
         conversation.title = question[:80]
     conversation.save(update_fields=["title", "updated_at"])
     return asked, pending
-
-
-def history_before(message: Message) -> list[tuple[str, str]]:
-    """Question/answer pairs asked before this message's question, oldest first.
-
-    Bounded by the question's time, not the answer's: a regenerated answer must not see the
-    earlier answer to the same question.
-    """
-    asked_at = message.reply_to.created_at if message.reply_to else message.created_at
-    answers = (
-        Message.objects.filter(
-            conversation_id=message.conversation_id,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.COMPLETE,
-            reply_to__created_at__lt=asked_at,
-        )
-        .select_related("reply_to")
-        .order_by("-created_at")[:3]
-    )
-    return [(m.reply_to.content, m.content) for m in reversed(answers) if m.reply_to]
 
 
 class ConversationBusy(Exception):

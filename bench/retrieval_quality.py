@@ -287,7 +287,7 @@ class Lists:
 
     def sides(self, pool: int) -> Any:
         """`selectors.keyword_sides(query, plan, pool)` as the product computes it."""
-        from knowledge.selectors import KeywordSides
+        from knowledge.keywords import KeywordSides
 
         every = self.every_word[:pool]
         if self.typed or len(every) >= pool or not self.lexemes:
@@ -299,7 +299,7 @@ def product_lists(user: Any, corpus: Corpus) -> list[Lists]:
     """The two sides of `search()` for every question, from the selector's own functions."""
     from django.db import transaction
 
-    from knowledge import selectors
+    from knowledge import keywords, selectors
 
     ids = selectors.readable_collection_ids(user, [corpus.collection_id])
     out: list[Lists] = []
@@ -308,12 +308,12 @@ def product_lists(user: Any, corpus: Corpus) -> list[Lists]:
         with transaction.atomic():
             vector = selectors._vector_candidates(question.vector, plan, CANDIDATES)
             params = {"q": question.text, "ids": plan.collection_ids}
-            every = selectors._ranked_matches(
-                selectors.keyword_query_sql(), params, CANDIDATES, plan.readable_rows
+            every = keywords._ranked_matches(
+                keywords.keyword_query_sql(), params, CANDIDATES, plan.readable_rows
             )
-            typed = bool(selectors._OPERATORS.search(question.text))
-            lexemes = [] if typed else selectors.informative_lexemes(question.text, plan.readable_rows)
-            bm25, mass = selectors._bm25_matches(lexemes, plan, CANDIDATES) if lexemes else ([], 0.0)
+            typed = bool(keywords._OPERATORS.search(question.text))
+            lexemes = [] if typed else keywords.informative_lexemes(question.text, plan.readable_rows)
+            bm25, mass = keywords._bm25_matches(lexemes, plan, CANDIDATES) if lexemes else ([], 0.0)
         out.append(
             Lists(
                 vector=[(int(c), float(s)) for c, s in vector],
@@ -738,7 +738,7 @@ def main() -> int:
     args = parser.parse_args()
 
     setup_django()
-    from knowledge import selectors
+    from knowledge import keywords, selectors
 
     user = bench_superuser()
     result: dict[str, Any] = {
@@ -746,9 +746,12 @@ def main() -> int:
         "command": " ".join(["python", "bench/retrieval_quality.py", *sys.argv[1:]]),
         "environment": environment(),
         "search_settings": {
-            name: getattr(selectors, name)
-            for name in ("KEYWORD_WEIGHT", "EVERY_WORD_BONUS", "EXACT_SCAN_MAX_ROWS", "BM25_K1", "BM25_B")
-            if hasattr(selectors, name)
+            name: getattr(module, name)
+            for module, names in (
+                (selectors, ("KEYWORD_WEIGHT", "EVERY_WORD_BONUS", "EXACT_SCAN_MAX_ROWS")),
+                (keywords, ("BM25_K1", "BM25_B")),
+            )
+            for name in names
         }
         | {"pool": "max(4k, 40)", "k": 20},
         "metrics": (

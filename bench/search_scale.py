@@ -507,11 +507,11 @@ def measure_sql(
 
 def measure_keyword(queries: Sequence[Query], collection_ids: list[int], semantics: str) -> dict[str, Any]:
     """The selector's keyword side alone: latency, and how many rows the tsquery matches."""
-    from knowledge import selectors
+    from knowledge import keywords, selectors
 
-    original = selectors._OPERATORS
+    original = keywords._OPERATORS
     if semantics == "and":
-        selectors._OPERATORS = re.compile("")  # as if the user typed operators: websearch AND
+        keywords._OPERATORS = re.compile("")  # as if the user typed operators: websearch AND
     latencies: list[float] = []
     matched: list[int] = []
     plan = selectors._plan(collection_ids)  # the search computes it once, before either side
@@ -520,7 +520,7 @@ def measure_keyword(queries: Sequence[Query], collection_ids: list[int], semanti
             started = time.perf_counter()
             selectors.keyword_sides(query.text, plan, 4 * K)
             latencies.append(time.perf_counter() - started)
-        tsquery = selectors.keyword_query_sql()
+        tsquery = keywords.keyword_query_sql()
         if semantics == "or":
             tsquery = f"replace(({tsquery})::text, ' & ', ' | ')::tsquery"
         for query in queries[:20]:
@@ -531,7 +531,7 @@ def measure_keyword(queries: Sequence[Query], collection_ids: list[int], semanti
             )
             matched.append(row[0][0])
     finally:
-        selectors._OPERATORS = original
+        keywords._OPERATORS = original
     return {
         "latency": latency_summary(latencies),
         "matched_rows_median_of_20": sorted(matched)[len(matched) // 2],

@@ -284,7 +284,38 @@ def parse_squad(data: bytes | str, *, limit: int | None = None, seed: int = 0) -
     articles = root.get("data") if isinstance(root, dict) else None
     if not isinstance(articles, list):
         raise DatasetError('a SQuAD file is an object with a "data" list of articles', where="$")
-    entries: list[tuple[int, int, dict[str, Any]]] = []
+    entries, contexts = _squad_entries(articles)
+    if not entries:
+        raise DatasetError("the file holds no questions", where="$")
+    chosen = _squad_sample(entries, limit, seed)
+
+    documents: dict[tuple[int, int], DocumentDraft] = {}
+    cases: list[CaseDraft] = []
+    for a, p, qa in chosen:
+        title, context = contexts[(a, p)]
+        document = documents.setdefault(
+            (a, p),
+            DocumentDraft(filename=f"squad-{a:03d}-{p:03d}.txt", title=f"{title} ({p + 1})", text=context),
+        )
+        cases.append(_squad_case(a, p, qa, title, document))
+    return Dataset(
+        cases=cases,
+        documents=list(documents.values()),
+        notes={
+            "questions_in_file": len(entries),
+            "sampled": len(chosen),
+            "seed": seed,
+            "unanswerable": sum(1 for c in cases if c.expected_behaviour == Case.Behaviour.ABSTAIN),
+        },
+    )
+
+
+_SquadEntry = tuple[int, int, dict[str, Any]]  # (article, paragraph, the question's object)
+
+
+def _squad_entries(articles: list[Any]) -> tuple[list[_SquadEntry], dict[tuple[int, int], tuple[str, str]]]:
+    """Every question of the file, checked, and each paragraph's (title, context)."""
+    entries: list[_SquadEntry] = []
     contexts: dict[tuple[int, int], tuple[str, str]] = {}
     for a, article in enumerate(articles):
         where = f"data[{a}]"
@@ -299,69 +330,52 @@ def parse_squad(data: bytes | str, *, limit: int | None = None, seed: int = 0) -
                 raise DatasetError("a paragraph needs a qas list", where=here)
             contexts[(a, p)] = (title, paragraph["context"])
             for q, qa in enumerate(paragraph["qas"]):
-                spot = f"{here}.qas[{q}]"
-                if (
-                    not isinstance(qa, dict)
-                    or not isinstance(qa.get("question"), str)
-                    or not qa["question"].strip()
-                ):
-                    raise DatasetError("a question needs its text", where=spot)
-                impossible = bool(qa.get("is_impossible", False))
-                answers = qa.get("answers") or []
-                if not isinstance(answers, list) or not all(
-                    isinstance(x, dict) and isinstance(x.get("text"), str) for x in answers
-                ):
-                    raise DatasetError("answers must be a list of {text, answer_start}", where=spot)
-                if not impossible and not answers:
-                    raise DatasetError("an answerable question needs at least one answer", where=spot)
+                _squad_check(qa, f"{here}.qas[{q}]")
                 entries.append((a, p, qa))
-    if not entries:
-        raise DatasetError("the file holds no questions", where="$")
+    return entries, contexts
 
-    chosen = entries
-    if limit is not None and limit < len(entries):
-        rng = random.Random(seed)  # noqa: S311 (a reproducible sample, not a secret)
-        order = {id(e): i for i, e in enumerate(entries)}
-        unanswerable = [e for e in entries if e[2].get("is_impossible")]
-        answerable = [e for e in entries if not e[2].get("is_impossible")]
-        want_un = min(len(unanswerable), limit // 2)
-        want_an = min(len(answerable), limit - want_un)
-        want_un = min(len(unanswerable), limit - want_an)
-        chosen = sorted(
-            rng.sample(answerable, want_an) + rng.sample(unanswerable, want_un), key=lambda e: order[id(e)]
-        )
 
-    documents: dict[tuple[int, int], DocumentDraft] = {}
-    cases: list[CaseDraft] = []
-    for a, p, qa in chosen:
-        title, context = contexts[(a, p)]
-        document = documents.setdefault(
-            (a, p),
-            DocumentDraft(filename=f"squad-{a:03d}-{p:03d}.txt", title=f"{title} ({p + 1})", text=context),
-        )
-        impossible = bool(qa.get("is_impossible", False))
-        answers = list(dict.fromkeys(x["text"].strip() for x in qa.get("answers") or [] if x["text"].strip()))
-        plausible = [x.get("text", "") for x in qa.get("plausible_answers") or [] if isinstance(x, dict)]
-        cases.append(
-            CaseDraft(
-                question=qa["question"].strip(),
-                expected=[] if impossible else answers,
-                must_cite=[] if impossible else [document.filename],
-                expected_behaviour=Case.Behaviour.ABSTAIN if impossible else Case.Behaviour.ANSWER,
-                tags=["squad", "unanswerable" if impossible else "answerable", title],
-                notes=f"Plausible but wrong: {plausible[0]!r}" if impossible and plausible else "",
-                external_id=str(qa.get("id") or f"{a}-{p}-{qa['question'][:40]}")[:200],
-            )
-        )
-    return Dataset(
-        cases=cases,
-        documents=list(documents.values()),
-        notes={
-            "questions_in_file": len(entries),
-            "sampled": len(chosen),
-            "seed": seed,
-            "unanswerable": sum(1 for c in cases if c.expected_behaviour == Case.Behaviour.ABSTAIN),
-        },
+def _squad_check(qa: Any, spot: str) -> None:
+    if not isinstance(qa, dict) or not isinstance(qa.get("question"), str) or not qa["question"].strip():
+        raise DatasetError("a question needs its text", where=spot)
+    impossible = bool(qa.get("is_impossible", False))
+    answers = qa.get("answers") or []
+    if not isinstance(answers, list) or not all(
+        isinstance(x, dict) and isinstance(x.get("text"), str) for x in answers
+    ):
+        raise DatasetError("answers must be a list of {text, answer_start}", where=spot)
+    if not impossible and not answers:
+        raise DatasetError("an answerable question needs at least one answer", where=spot)
+
+
+def _squad_sample(entries: list[_SquadEntry], limit: int | None, seed: int) -> list[_SquadEntry]:
+    """`limit` entries, half unanswerable where the file has enough, in the file's order."""
+    if limit is None or limit >= len(entries):
+        return entries
+    rng = random.Random(seed)  # noqa: S311 (a reproducible sample, not a secret)
+    order = {id(e): i for i, e in enumerate(entries)}
+    unanswerable = [e for e in entries if e[2].get("is_impossible")]
+    answerable = [e for e in entries if not e[2].get("is_impossible")]
+    want_un = min(len(unanswerable), limit // 2)
+    want_an = min(len(answerable), limit - want_un)
+    want_un = min(len(unanswerable), limit - want_an)
+    return sorted(
+        rng.sample(answerable, want_an) + rng.sample(unanswerable, want_un), key=lambda e: order[id(e)]
+    )
+
+
+def _squad_case(a: int, p: int, qa: dict[str, Any], title: str, document: DocumentDraft) -> CaseDraft:
+    impossible = bool(qa.get("is_impossible", False))
+    answers = list(dict.fromkeys(x["text"].strip() for x in qa.get("answers") or [] if x["text"].strip()))
+    plausible = [x.get("text", "") for x in qa.get("plausible_answers") or [] if isinstance(x, dict)]
+    return CaseDraft(
+        question=qa["question"].strip(),
+        expected=[] if impossible else answers,
+        must_cite=[] if impossible else [document.filename],
+        expected_behaviour=Case.Behaviour.ABSTAIN if impossible else Case.Behaviour.ANSWER,
+        tags=["squad", "unanswerable" if impossible else "answerable", title],
+        notes=f"Plausible but wrong: {plausible[0]!r}" if impossible and plausible else "",
+        external_id=str(qa.get("id") or f"{a}-{p}-{qa['question'][:40]}")[:200],
     )
 
 

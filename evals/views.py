@@ -11,10 +11,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
-from evals import charts, selectors, services
+from common import charts
+from common.access import StaffRequest, staff_required
+from evals import selectors, services
 from evals.forms import RunStartForm
 from evals.models import JudgeCalibration, Run, Suite
-from ops.access import StaffRequest, staff_required
 
 RUN_PAGE = "evals/run.html"
 

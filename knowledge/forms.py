@@ -5,6 +5,7 @@ from typing import Any
 from django import forms
 from django.core.files.uploadedfile import UploadedFile
 
+from common.users import AnyUser
 from knowledge.models import Collection
 
 
@@ -71,7 +72,7 @@ class RetrievalForm(forms.Form):
     k = forms.IntegerField(label="Results", min_value=1, max_value=50, initial=8, required=False)
     mode = forms.ChoiceField(choices=MODES, initial="hybrid", required=False)
 
-    def __init__(self, user: object, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, user: AnyUser, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["collection"]
         assert isinstance(field, forms.ModelChoiceField)

@@ -7,6 +7,8 @@ from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from pgvector.django import HnswIndex, VectorField
 
+from common.users import AnyUser
+
 # English stemming for recall on English text, plus the language-neutral "simple" configuration
 # so words in any other language still match exactly.
 SEARCH_CONFIGS = ("english", "simple")
@@ -18,7 +20,7 @@ CJK_PAIRS_FUNCTION = "groundwork_cjk_pairs"
 
 
 class CollectionQuerySet(models.QuerySet["Collection"]):
-    def readable_by(self, user: object) -> CollectionQuerySet:
+    def readable_by(self, user: AnyUser) -> CollectionQuerySet:
         """Collections `user` may read: public ones, ones shared with them or their groups.
 
         Superusers read everything; anonymous users read only public collections.

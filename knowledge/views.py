@@ -21,13 +21,13 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from common.access import StaffRequest, staff_required
 from gateway import provider
 from knowledge import selectors, services
 from knowledge.forms import DocumentRowForm, RetrievalForm, UploadForm
 from knowledge.models import Document
 from knowledge.selectors import SearchHit, SearchPlan
 from knowledge.uploads import SizeLimitUploadHandler
-from ops.access import StaffRequest, staff_required
 
 # A request body this much larger than the per-file limit cannot be a sensible batch; refuse it
 # before parsing a byte of it.

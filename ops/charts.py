@@ -1,4 +1,4 @@
-"""Line charts over days for the operations dashboard, drawn by evals.charts.line_chart.
+"""Line charts over days for the operations dashboard, drawn by common.charts.line_chart.
 
 Counts, milliseconds and dollars get an axis scaled to the largest value; rates (0..1) keep the
 evals chart's percentages.
@@ -13,7 +13,7 @@ from datetime import date
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from evals import charts as evals_charts
+from common import charts as common_charts
 
 LEFT = 56  # room for "$1,000" and "12,000" on the y axis
 
@@ -48,7 +48,7 @@ def rate_chart(days: Sequence[date], series: Series, *, title: str, empty: str) 
     if not any(series.values()):
         return format_html('<p class="muted">{}</p>', empty)
     values = {name: [by_day.get(day) for day in days] for name, by_day in series.items()}
-    return evals_charts.line_chart(_labels(days), values, title=title)
+    return common_charts.line_chart(_labels(days), values, title=title)
 
 
 def line_chart(
@@ -68,7 +68,7 @@ def line_chart(
         name: [by_day.get(day, 0.0 if fill_zero else None) for day in days] for name, by_day in series.items()
     }
     top = nice_ceiling(max((v for by_day in series.values() for v in by_day.values()), default=0.0))
-    return evals_charts.line_chart(
+    return common_charts.line_chart(
         _labels(days),
         values,
         title=title,

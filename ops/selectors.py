@@ -16,6 +16,7 @@ from django.db.models.fields.json import KT, KeyTextTransform
 from django.db.models.functions import Cast, TruncDate
 from django.utils import timezone
 
+from assistant import selectors as assistant_selectors
 from assistant.models import Answer, Flag
 from evals.models import Run
 from evals.services import RUNNER_USERNAME
@@ -246,3 +247,8 @@ def usage_figures(period: DateRange) -> dict[str, Any]:
 def answers_cost(period: DateRange) -> Decimal:
     """What people's answers cost (answers with a known cost)."""
     return people_answers(period).aggregate(c=Sum(F("cost_usd")))["c"] or Decimal(0)
+
+
+def models_without_price() -> list[str]:
+    """Models with no price: the site's, the assistants', and those recorded without one."""
+    return usage.models_without_price(also=assistant_selectors.models_in_use())

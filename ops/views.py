@@ -13,8 +13,8 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from common.access import StaffRequest, staff_required
 from ops import charts, metrics, selectors
-from ops.access import StaffRequest, staff_required
 from ops.forms import RangeForm
 from ops.health import run_checks
 from usage import selectors as usage
@@ -62,7 +62,7 @@ def _dashboard_context(period: selectors.DateRange) -> dict[str, Any]:
         "routing": routing,
         "latency": selectors.latency_table(period),
         "budgets": usage.budgets_overview(),
-        "unpriced": usage.models_without_price(),
+        "unpriced": selectors.models_without_price(),
         "charts": {
             "answers": charts.line_chart(days, answers, title="Answers per day"),
             "shown": charts.line_chart(

@@ -14,7 +14,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from assistant.models import Answer
-from ops.access import StaffRequest, staff_required
+from common.access import StaffRequest, staff_required
 from review import selectors, services
 from review.forms import ApproveForm, AssignForm, CorrectForm, EscalateForm, QueueFilterForm, RejectForm
 from review.models import Review

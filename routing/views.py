@@ -6,8 +6,8 @@ from django.http import HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from common.access import StaffRequest, staff_required
 from evals.models import Run
-from ops.access import StaffRequest, staff_required
 from routing import selectors
 from routing.policy import EXAMPLE
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -13,6 +14,7 @@ from django.db.models import F, Max, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from common.users import AnyUser
 from usage.models import Budget, ModelCall, ModelPrice, UsageDaily
 
 
@@ -45,22 +47,23 @@ def price_in(table: dict[str, ModelPrice], model: str) -> ModelPrice | None:
     return table[max(prefixes, key=len)] if prefixes else None
 
 
-def configured_models() -> list[str]:
-    """Models this installation is set up to call: settings and every assistant's model."""
-    from assistant.models import Assistant  # a read of another app's settings, not of its data
+def configured_models(also: Iterable[str] = ()) -> list[str]:
+    """Models this installation is set up to call: the settings' models and `also`.
 
+    `also` is for the assistants' own models (assistant.selectors.models_in_use): the caller reads
+    them, so that usage, which every app records into, depends on none of them.
+    """
     names = [settings.CHAT_MODEL, settings.EMBEDDING_MODEL, str(getattr(settings, "JUDGE_MODEL", "") or "")]
-    names += list(Assistant.objects.exclude(model="").values_list("model", flat=True))
-    return sorted({n for n in names if n})
+    return sorted({n for n in [*names, *also] if n})
 
 
-def models_without_price(*, since: datetime | None = None) -> list[str]:
-    """Configured models with no price, and models whose calls were recorded without one."""
+def models_without_price(*, since: datetime | None = None, also: Iterable[str] = ()) -> list[str]:
+    """Configured models (and `also`) with no price, and models whose calls were recorded without one."""
     since = since or timezone.now() - timedelta(days=30)
     called = ModelCall.objects.filter(price_missing=True, created_at__gte=since).values_list(
         "model", flat=True
     )
-    names = set(configured_models()) | set(called.distinct())
+    names = set(configured_models(also)) | set(called.distinct())
     return sorted(name for name in names if price_for(name) is None)
 
 
@@ -112,7 +115,7 @@ def budget_spent(budget: Budget, *, now: datetime | None = None) -> tuple[Decima
     return Decimal(spent), end
 
 
-def budgets_of(user: Any) -> QuerySet[Budget]:
+def budgets_of(user: AnyUser | None) -> QuerySet[Budget]:
     return (
         Budget.objects.filter(active=True)
         .filter(Q(user=user) | Q(group__user=user))
@@ -120,7 +123,7 @@ def budgets_of(user: Any) -> QuerySet[Budget]:
     )
 
 
-def budget_statuses(*, user: Any, now: datetime | None = None) -> list[BudgetStatus]:
+def budget_statuses(*, user: AnyUser | None, now: datetime | None = None) -> list[BudgetStatus]:
     """Every active budget that applies to `user`, with what was spent against it."""
     now = now or timezone.now()
     statuses = []

@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from common.users import AnyUser
 from gateway import provider
 from usage import selectors
 from usage.models import Budget, ModelCall, ModelPrice, UsageDaily
@@ -36,7 +37,7 @@ _warned_missing: set[str] = set()
 class Tracker:
     """The model calls of one unit of work (an answer, an eval case): who pays, and the totals."""
 
-    user: Any = None
+    user: AnyUser | None = None
     purpose: str = Purpose.ANSWER
     call_ids: list[int] = field(default_factory=list)
     prompt_tokens: int = 0
@@ -78,13 +79,13 @@ class Tracker:
 _current: contextvars.ContextVar[Tracker | None] = contextvars.ContextVar("usage_tracker", default=None)
 
 
-def _user_id(user: Any) -> int | None:
+def _user_id(user: AnyUser | None) -> int | None:
     pk = getattr(user, "pk", None)
     return pk if isinstance(pk, int) else None
 
 
 @contextmanager
-def tracking(*, user: Any, purpose: str = Purpose.ANSWER) -> Iterator[Tracker]:
+def tracking(*, user: AnyUser | None, purpose: str = Purpose.ANSWER) -> Iterator[Tracker]:
     """Tag the model calls made inside this block with `user` and `purpose`, and total them.
 
         with usage.tracking(user=request.user) as tracker:
@@ -332,7 +333,7 @@ def _amount(value: Decimal, unit: str) -> str:
     return f"${value:,.4f}".rstrip("0").rstrip(".") if value else "$0"
 
 
-def budget_check(*, user: Any) -> None:
+def budget_check(*, user: AnyUser | None) -> None:
     """Raise BudgetExceeded when any active budget of `user` or of one of their groups is used up.
 
     Read from the database on every call, so a budget changed in the admin applies to the next

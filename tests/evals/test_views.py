@@ -8,8 +8,8 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from common.charts import line_chart
 from evals import services
-from evals.charts import line_chart
 from evals.models import Result, Run, Suite
 from tests.evals.conftest import NOT_FOUND, reply
 from tests.fakes import FakeProvider

@@ -9,7 +9,7 @@ import pytest
 from fpdf import FPDF
 from pypdf import PdfReader, PdfWriter
 
-from knowledge import parsing
+from knowledge.formats import html as formats_html
 from knowledge.parsing import (
     Block,
     DocumentKind,
@@ -412,7 +412,7 @@ def test_html_structure_through_trafilatura() -> None:
 
 def test_html_fallback_keeps_structure(monkeypatch: pytest.MonkeyPatch) -> None:
     # What a page gets when trafilatura finds no main content.
-    monkeypatch.setattr(parsing, "_trafilatura_blocks", lambda html: ())
+    monkeypatch.setattr(formats_html, "_trafilatura_blocks", lambda html: ())
 
     parsed = parse_document(STRUCTURED_HTML, "runbook.html")
 

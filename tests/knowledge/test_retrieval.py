@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
+from knowledge import keywords
+from knowledge.keywords import KeywordSides
 from knowledge.models import Collection
 from knowledge.selectors import (
     EVERY_WORD_BONUS,
     KEYWORD_WEIGHT,
-    KeywordSides,
     SearchPlan,
     fuse,
     ranked,
@@ -412,16 +413,14 @@ UNSTEMMED = {"leav": "leave", "annual": "annual", "polici": "policy"}
 def _stats(monkeypatch: pytest.MonkeyPatch, frequencies: dict[str, float], rows: float) -> None:
     import math
 
-    from knowledge import selectors
-
     # Each word is a stemmed English lexeme and an unstemmed language-neutral one, equally common.
     both = frequencies | {UNSTEMMED[word]: share for word, share in frequencies.items()}
-    stats = selectors._LexemeStats(both, min(both.values()), rows)
-    monkeypatch.setattr(selectors, "_lexeme_stats", (math.inf, stats))  # never stale
+    stats = keywords._LexemeStats(both, min(both.values()), rows)
+    monkeypatch.setattr(keywords, "_lexeme_stats", (math.inf, stats))  # never stale
 
 
 def test_common_words_are_not_ranked_by(monkeypatch: pytest.MonkeyPatch) -> None:
-    from knowledge.selectors import informative_lexemes
+    from knowledge.keywords import informative_lexemes
 
     _stats(monkeypatch, {"leav": 0.20, "annual": 0.01, "polici": 0.002}, rows=5_000)
 
@@ -451,15 +450,14 @@ def test_the_any_word_pass_weighs_rare_words_more(admin_user: Any) -> None:
 def test_in_a_large_table_words_are_kept_rarest_first_within_the_rank_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from knowledge import selectors
 
     # A million chunks: "annual" is in ~8,000 of them, "polici" (and "policy") in ~2,000 each.
     _stats(monkeypatch, {"leav": 0.03, "annual": 0.008, "polici": 0.002}, rows=1_000_000)
-    monkeypatch.setattr(selectors, "KEYWORD_RANK_BUDGET", 10_000)
-    assert selectors.informative_lexemes("annual leave policy") == ["polici", "policy"]
+    monkeypatch.setattr(keywords, "KEYWORD_RANK_BUDGET", 10_000)
+    assert keywords.informative_lexemes("annual leave policy") == ["polici", "policy"]
 
     # A reader of a twentieth of that table: the same words cost a twentieth as much.
-    assert selectors.informative_lexemes("annual leave policy", readable_rows=50_000) == [
+    assert keywords.informative_lexemes("annual leave policy", readable_rows=50_000) == [
         "polici",
         "policy",
         "annual",
@@ -468,13 +466,13 @@ def test_in_a_large_table_words_are_kept_rarest_first_within_the_rank_budget(
     ]
 
     # When even the rarest word is over the budget, there is no any-word pass.
-    monkeypatch.setattr(selectors, "KEYWORD_RANK_BUDGET", 1_000)
-    assert selectors.informative_lexemes("annual leave policy") == []
+    monkeypatch.setattr(keywords, "KEYWORD_RANK_BUDGET", 1_000)
+    assert keywords.informative_lexemes("annual leave policy") == []
 
     # A smaller table: all of them fit.
     _stats(monkeypatch, {"leav": 0.03, "annual": 0.008, "polici": 0.002}, rows=50_000)
-    monkeypatch.setattr(selectors, "KEYWORD_RANK_BUDGET", 10_000)
-    kept = selectors.informative_lexemes("annual leave policy")
+    monkeypatch.setattr(keywords, "KEYWORD_RANK_BUDGET", 10_000)
+    kept = keywords.informative_lexemes("annual leave policy")
     assert kept == ["polici", "policy", "annual", "leav", "leave"]
 
 
@@ -510,13 +508,18 @@ def _index_names() -> set[str]:
 
 @pytest.fixture
 def collection_indexes() -> Iterator[None]:
-    """Committed data (indexes are built CONCURRENTLY, outside a transaction); indexes dropped after."""
+    """Committed data (indexes are built CONCURRENTLY, outside a transaction); collection indexes
+    dropped before (test_migrations' CJK test leaves its collection's behind) and after."""
     from django.db import connection
 
+    def drop() -> None:
+        with connection.cursor() as cursor:
+            for name in _index_names():
+                cursor.execute(f"DROP INDEX IF EXISTS {name}")
+
+    drop()
     yield
-    with connection.cursor() as cursor:
-        for name in _index_names():
-            cursor.execute(f"DROP INDEX IF EXISTS {name}")
+    drop()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -609,7 +612,7 @@ def test_a_filtered_search_walks_each_readable_collections_own_index(
 
     # The keyword side looks each word up collection by collection, with the collection's id as
     # a constant (which matches the partial GIN index's predicate), and in the rest by filter.
-    sql = selectors._bm25_sql(selectors._indexed_split(plans[0]))
+    sql = keywords._bm25_sql(selectors._indexed_split(plans[0]))
     assert f"collection_id = {mine.pk} AND search_vector" in sql and "ANY(%(rest)s)" in sql
     found = search(member, "annual leave days", k=5, mode="keyword")
     assert {hit.document.filename for hit in found} == {"leave.txt", "hr.txt"}
@@ -625,8 +628,8 @@ def test_a_filtered_search_walks_each_readable_collections_own_index(
 def test_the_keyword_side_reads_a_bounded_number_of_matches(
     admin_user: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from knowledge import selectors
-    from knowledge.selectors import _bm25_matches, _plan, _ranked_matches, keyword_query_sql
+    from knowledge.keywords import _bm25_matches, _ranked_matches, keyword_query_sql
+    from knowledge.selectors import _plan
 
     collection = factories.collection(name="Leave")
     for n in range(3):
@@ -634,14 +637,14 @@ def test_the_keyword_side_reads_a_bounded_number_of_matches(
     params = {"q": "annual leave", "ids": [collection.pk]}
 
     # The every-word pass: a reader of few chunks gets every match ranked...
-    monkeypatch.setattr(selectors, "KEYWORD_RANK_MAX_ROWS", 1)
+    monkeypatch.setattr(keywords, "KEYWORD_RANK_MAX_ROWS", 1)
     assert len(_ranked_matches(keyword_query_sql(), params, 5, readable_rows=3)) == 3
     # ...a reader of many, the first KEYWORD_RANK_MAX_ROWS.
-    monkeypatch.setattr(selectors, "KEYWORD_RANK_CAP_FROM_ROWS", 2)
+    monkeypatch.setattr(keywords, "KEYWORD_RANK_CAP_FROM_ROWS", 2)
     assert len(_ranked_matches(keyword_query_sql(), params, 5, readable_rows=3)) == 1
 
     # The any-word pass looks each word up in at most KEYWORD_RANK_BUDGET chunks.
     plan = _plan([collection.pk])
     assert len(_bm25_matches(["annual"], plan, 5)[0]) == 3
-    monkeypatch.setattr(selectors, "KEYWORD_RANK_BUDGET", 1)
+    monkeypatch.setattr(keywords, "KEYWORD_RANK_BUDGET", 1)
     assert len(_bm25_matches(["annual"], plan, 5)[0]) == 1

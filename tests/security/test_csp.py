@@ -119,7 +119,7 @@ def test_the_api_carries_the_policy(client: Client, outsider: Any) -> None:
 
 
 def test_charts_colour_their_legend_with_classes() -> None:
-    from evals.charts import line_chart
+    from common.charts import line_chart
 
     html = line_chart(["a", "b"], {"one": [0.5, 1.0], "two": [0.2, None]}, title="t")
 

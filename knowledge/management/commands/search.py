@@ -2,28 +2,24 @@ from __future__ import annotations
 
 import json
 import textwrap
-from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from common.users import User
 from gateway import provider
 from knowledge import selectors
 from knowledge.models import Collection
 from knowledge.selectors import SearchHit, SearchPlan
 
 
-@dataclass(frozen=True)
-class Operator:
+def operator() -> User:
     """Whoever runs manage.py: they already hold the database credentials, so they read everything.
 
-    A stand-in user rather than "the first superuser" so the command works on a fresh install and
-    does not depend on which accounts exist; use --user to see what one person would get.
+    An unsaved superuser rather than "the first superuser" so the command works on a fresh install
+    and does not depend on which accounts exist; use --user to see what one person would get.
     """
-
-    is_authenticated: bool = True
-    is_superuser: bool = True
+    return User(username="manage.py", is_superuser=True)
 
 
 class Command(BaseCommand):
@@ -45,11 +41,11 @@ class Command(BaseCommand):
             raise CommandError("The query is empty.")
         if not 1 <= options["k"] <= 200:
             raise CommandError("-k must be between 1 and 200.")
-        user: object = Operator()
+        user: User = operator()
         if options["user"]:
             try:
-                user = get_user_model().objects.get_by_natural_key(options["user"])
-            except get_user_model().DoesNotExist as exc:
+                user = User.objects.get_by_natural_key(options["user"])
+            except User.DoesNotExist as exc:
                 raise CommandError(f"No user named {options['user']!r}.") from exc
         names: list[str] | None = options["collection"]
         if names:

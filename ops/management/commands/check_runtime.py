@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from gateway import provider
-from usage import selectors as usage
+from ops import selectors as ops_selectors
 
 
 class Command(BaseCommand):
@@ -35,7 +35,7 @@ class Command(BaseCommand):
 
     def _report_prices(self) -> None:
         """A model without a price is reported, not failed: its calls are still recorded."""
-        missing = usage.models_without_price()
+        missing = ops_selectors.models_without_price()
         if missing:
             self.stdout.write(
                 self.style.WARNING(

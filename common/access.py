@@ -1,4 +1,4 @@
-"""Access rules shared by the staff pages of every app."""
+"""Access rules shared by the staff pages of every app (knowledge, evals, review, routing, ops)."""
 
 from __future__ import annotations
 

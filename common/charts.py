@@ -1,7 +1,7 @@
 """Line charts as inline SVG, drawn on the server (no JavaScript, no CDN).
 
-Pass rates over runs here; ops.charts draws counts, latencies and dollars per day with the same
-`line_chart`, giving it a scaled axis.
+Shared by evals (pass rates over runs) and ops (counts, latencies and dollars per day, through
+ops.charts, which gives `line_chart` a scaled axis).
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ def line_chart(
     if not labels or not series:
         return format_html('<p class="muted">{}</p>', empty)
     plot_w, plot_h = WIDTH - left - RIGHT, HEIGHT - TOP - BOTTOM
-    tips = tip_labels or labels
 
     def x(i: int) -> str:
         return _n(left + (plot_w * i / (len(labels) - 1) if len(labels) > 1 else plot_w / 2))
@@ -67,30 +66,16 @@ def line_chart(
         '<text x="{}" y="{}" font-size="10" text-anchor="middle" fill="#6b6f73">{}</text>',
         ((x(i), HEIGHT - 12, label) for i, label in enumerate(labels) if i % step == 0),
     )
+    tips = tip_labels or labels
     marks: list[SafeString] = []
     legend: list[SafeString] = []
     for n, (name, values) in enumerate(sorted(series.items())):
         colour = COLOURS[n % len(COLOURS)]
-        segments: list[list[tuple[str, str, str]]] = [[]]
-        for i, value in enumerate(values):
-            if value is None:
-                segments.append([])
-            else:
-                segments[-1].append((x(i), y(value), f"{name}: {fmt(value)} at {tips[i]}"))
-        for segment in segments:
-            if len(segment) > 1:
-                points = " ".join(f"{px},{py}" for px, py, _ in segment)
-                marks.append(
-                    format_html(
-                        '<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>', points, colour
-                    )
-                )
-            marks.extend(
-                format_html(
-                    '<circle cx="{}" cy="{}" r="3" fill="{}"><title>{}</title></circle>', px, py, colour, tip
-                )
-                for px, py, tip in segment
-            )
+        points = [
+            None if value is None else (x(i), y(value), f"{name}: {fmt(value)} at {tips[i]}")
+            for i, value in enumerate(values)
+        ]
+        marks.extend(_series_marks(points, colour))
         # A class, not a style attribute: the Content-Security-Policy refuses inline styles
         # (app.css gives series-N the colour COLOURS[N]). SVG presentation attributes are not styles.
         legend.append(
@@ -109,3 +94,27 @@ def line_chart(
         mark_safe("".join(marks)),  # noqa: S308 (each piece built by format_html)
         mark_safe("".join(legend)),  # noqa: S308 (each piece built by format_html)
     )
+
+
+def _series_marks(points: Sequence[tuple[str, str, str] | None], colour: str) -> list[SafeString]:
+    """One series' polylines and dots: (x, y, tooltip) per value, None for a gap in the line."""
+    segments: list[list[tuple[str, str, str]]] = [[]]
+    for point in points:
+        if point is None:
+            segments.append([])
+        else:
+            segments[-1].append(point)
+    marks: list[SafeString] = []
+    for segment in segments:
+        if len(segment) > 1:
+            line = " ".join(f"{px},{py}" for px, py, _ in segment)
+            marks.append(
+                format_html('<polyline points="{}" fill="none" stroke="{}" stroke-width="2"/>', line, colour)
+            )
+        marks.extend(
+            format_html(
+                '<circle cx="{}" cy="{}" r="3" fill="{}"><title>{}</title></circle>', px, py, colour, tip
+            )
+            for px, py, tip in segment
+        )
+    return marks
