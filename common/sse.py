@@ -18,6 +18,8 @@ LINE_BREAK = re.compile(r"\r\n|\r|\n")
 def sse_event(data: str, *, event: str | None = None) -> str:
     """One event; every line of `data` gets its own "data:" field."""
     head = f"event: {event}\n" if event else ""
+    if "\n" not in data and "\r" not in data:  # JSON on one line, every chunk of a stream
+        return f"{head}data: {data}\n\n"
     return head + "".join(f"data: {line}\n" for line in LINE_BREAK.split(data)) + "\n"
 
 
