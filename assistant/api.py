@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from functools import wraps
-from typing import Any
+from typing import Any, Literal
 
 from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig
@@ -51,9 +51,18 @@ from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
+from openai.types import CompletionUsage, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
+from openai.types.shared import ErrorObject
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from assistant import pipeline, serializers, services, throttle
 from assistant.models import Answer, Assistant
+from common.sse import sse_event, sse_response
 from gateway import provider
 from usage import services as usage
 
@@ -87,8 +96,8 @@ class ApiError(Exception):
         self.retry_after = retry_after
 
     def body(self) -> JsonObject:
-        error = {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}
-        return {"error": error}
+        error = ErrorObject(message=self.message, type=self.error_type, param=self.param, code=self.code)
+        return {"error": error.model_dump(exclude_unset=True)}
 
     def response(self) -> JsonResponse:
         response = JsonResponse(self.body(), status=self.status)
@@ -181,20 +190,19 @@ def api_view(method: str) -> Callable[[ApiView], ApiView]:
 
 
 def _model_json(assistant: Assistant) -> JsonObject:
-    return {
-        "id": serializers.model_id(assistant),
-        "object": "model",
+    entry = Model(
+        id=serializers.model_id(assistant),
+        object="model",
         # An assistant has no date of its own; its current prompt version is what it is "built" on.
-        "created": int(assistant.prompt.created_at.timestamp()),
-        "owned_by": OWNER,
-    }
+        created=int(assistant.prompt.created_at.timestamp()),
+        owned_by=OWNER,
+    )
+    return entry.model_dump(exclude_unset=True)
 
 
-def _assistant_for(model: object) -> Assistant:
-    if model is None or model == "":
+def _assistant_for(model: str | None) -> Assistant:
+    if not model:
         return services.assistant_default()
-    if not isinstance(model, str):
-        raise ApiError(400, "`model` must be a string.", param="model")
     if not Assistant.objects.exists():
         services.assistant_default()  # a fresh install makes its default assistant on first use
     assistant = serializers.assistant_named(model)
@@ -271,37 +279,84 @@ def _json_body(request: HttpRequest) -> JsonObject:
     return body
 
 
-def _text(content: object, index: int) -> str:
-    """A message's text: a string, or the text parts of an array of content parts."""
-    if content is None or isinstance(content, str):
-        return content or ""
-    if isinstance(content, list):
+class InputMessage(BaseModel):
+    """One message of a request; roles other than user and assistant are read and then ignored."""
+
+    model_config = ConfigDict(strict=True)
+
+    role: str
+    # A string, or an array of content parts of which the text parts count (images are dropped).
+    content: str | list[Any] | None = None
+
+    def text(self) -> str:
+        if not isinstance(self.content, list):
+            return self.content or ""
         return "\n".join(
             part["text"]
-            for part in content
+            for part in self.content
             if isinstance(part, dict)
             and part.get("type") in {"text", "input_text"}
             and isinstance(part.get("text"), str)
         )
-    raise ApiError(
-        400,
-        f"messages[{index}].content must be a string or an array of content parts.",
-        param=f"messages[{index}].content",
-    )
 
 
-def read_messages(messages: object) -> Asked:
-    """The last user message is the question; each earlier user message answered by the
-    assistant is one (question, answer) pair of history. Other roles are ignored."""
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "`messages` must be a non-empty array.", param="messages")
-    turns: list[tuple[str, str]] = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise ApiError(
+class CompletionRequest(BaseModel):
+    """The fields of a chat completion request that Groundwork reads; the others are ignored.
+
+    Strict, so that a JSON type never turns into another (`"stream": "yes"` is refused, not true).
+    """
+
+    model_config = ConfigDict(strict=True)
+
+    # Validated in this order, which is the order the errors are reported in.
+    model: str | None = None
+    messages: list[InputMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: object = None
+
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _falsy_is_false(cls, value: object) -> object:
+        return value or False  # null, 0 and "" have always meant "do not stream"
+
+    @property
+    def include_usage(self) -> bool:
+        return isinstance(self.stream_options, dict) and self.stream_options.get("include_usage") is True
+
+
+def _invalid(error: ErrorDetails) -> ApiError:
+    """The OpenAI-style 400 for the first thing pydantic found wrong, naming the field."""
+    match error["loc"]:
+        case ("model", *_):
+            return ApiError(400, "`model` must be a string.", param="model")
+        case ("stream", *_):
+            return ApiError(400, "`stream` must be true or false.", param="stream")
+        case ("messages", int(index), "content", *_):
+            return ApiError(
+                400,
+                f"messages[{index}].content must be a string or an array of content parts.",
+                param=f"messages[{index}].content",
+            )
+        case ("messages", int(index), *_):
+            return ApiError(
                 400, f"messages[{index}] must be an object with a role.", param=f"messages[{index}]"
             )
-        turns.append((message["role"], _text(message.get("content"), index)))
+        case ("messages", *_):
+            return ApiError(400, "`messages` must be a non-empty array.", param="messages")
+    return ApiError(400, "The request body must be a JSON object.")
+
+
+def _completion_request(body: object) -> CompletionRequest:
+    try:
+        return CompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc.errors()[0]) from exc
+
+
+def _asked(messages: list[InputMessage]) -> Asked:
+    """The last user message is the question; each earlier user message answered by the
+    assistant is one (question, answer) pair of history. Other roles are ignored."""
+    turns = [(message.role, message.text()) for message in messages]
     last = max((i for i, (role, _) in enumerate(turns) if role == "user"), default=None)
     if last is None:
         raise ApiError(400, "`messages` holds no user message to answer.", param="messages")
@@ -316,33 +371,49 @@ def read_messages(messages: object) -> Asked:
     return Asked(question=turns[last][1], history=history)
 
 
-def _usage(answer: Answer) -> JsonObject:
-    return {
-        "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens,
-        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
-    }
+def read_messages(messages: object) -> Asked:
+    """`messages` as a request sends them (validated here) read as a question and its history."""
+    return _asked(_completion_request({"messages": messages}).messages)
+
+
+def _usage(answer: Answer) -> CompletionUsage:
+    return CompletionUsage(
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+        total_tokens=answer.prompt_tokens + answer.completion_tokens,
+    )
+
+
+def _dump(response: ChatCompletion) -> JsonObject:
+    """The response as JSON: the fields set (so explicit nulls stay), and `groundwork` among them.
+
+    The SDK's models allow extra fields, which is how `groundwork` rides along and how clients
+    read it back (`completion.model_extra["groundwork"]`).
+    """
+    return response.model_dump(exclude_unset=True)
 
 
 def chat_completion(answer: Answer, model: str) -> JsonObject:
     """A saved answer as an OpenAI `chat.completion`, with the `groundwork` field."""
-    return {
-        "id": f"chatcmpl-{answer.pk}",
-        "object": "chat.completion",
-        "created": int(answer.created_at.timestamp()),
-        "model": model,
-        "system_fingerprint": answer.system_fingerprint or None,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.text},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
+    extra: JsonObject = {"groundwork": groundwork(answer)}
+    completion = ChatCompletion(
+        id=f"chatcmpl-{answer.pk}",
+        object="chat.completion",
+        created=int(answer.created_at.timestamp()),
+        model=model,
+        system_fingerprint=answer.system_fingerprint or None,
+        choices=[
+            Choice(
+                index=0,
+                message=ChatCompletionMessage(role="assistant", content=answer.text),
+                logprobs=None,
+                finish_reason="stop",
+            )
         ],
-        "usage": _usage(answer),
-        "groundwork": groundwork(answer),
-    }
+        usage=_usage(answer),
+        **extra,
+    )
+    return _dump(completion)
 
 
 def groundwork(answer: Answer) -> JsonObject:
@@ -352,24 +423,19 @@ def groundwork(answer: Answer) -> JsonObject:
 
 @api_view("POST")
 def chat_completions(request: HttpRequest, user: User) -> HttpResponseBase:
-    body = _json_body(request)
-    assistant = _assistant_for(body.get("model"))
-    asked = read_messages(body.get("messages"))
-    stream = body.get("stream") or False
-    if not isinstance(stream, bool):
-        raise ApiError(400, "`stream` must be true or false.", param="stream")
-    options = body.get("stream_options") or {}
-    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    body = _completion_request(_json_body(request))
+    assistant = _assistant_for(body.model)
+    asked = _asked(body.messages)
     try:
         question = pipeline.validate_question(asked.question)
         usage.budget_check(user=user)
-        if stream:
+        if body.stream:
             return _stream_response(
                 assistant=assistant,
                 user=user,
                 asked=Asked(question=question, history=asked.history),
                 model=serializers.model_id(assistant),
-                include_usage=include_usage,
+                include_usage=body.include_usage,
             )
         answer = services.answer_for(user=user, question=question, assistant=assistant, history=asked.history)
     except pipeline.QuestionRejected as exc:
@@ -443,9 +509,8 @@ def remainder(streamed: str, final: str) -> str:
     return "\n\n" + final
 
 
-def _sse(payload: JsonObject | str) -> bytes:
-    data = payload if isinstance(payload, str) else json.dumps(payload)
-    return f"data: {data}\n\n".encode()
+def _sse(payload: JsonObject | str) -> str:
+    return sse_event(payload if isinstance(payload, str) else json.dumps(payload))
 
 
 @dataclass(frozen=True)
@@ -457,31 +522,33 @@ class ChunkWriter:
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
 
-    def _event(self, choices: list[JsonObject], **extra: Any) -> bytes:
-        payload: JsonObject = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": None,
-            "choices": choices,
-        }
+    def _event(self, choices: list[ChunkChoice], **extra: Any) -> str:
         if self.include_usage:
-            payload["usage"] = None
-        return _sse({**payload, **extra})
-
-    def delta(self, delta: JsonObject, finish_reason: str | None = None, **extra: Any) -> bytes:
-        return self._event(
-            [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}], **extra
+            extra = {"usage": None, **extra}  # OpenAI sends `usage: null` on every chunk but the last
+        chunk = ChatCompletionChunk(
+            id=self.id,
+            object="chat.completion.chunk",
+            created=self.created,
+            model=self.model,
+            system_fingerprint=extra.pop("system_fingerprint", None),
+            choices=choices,
+            **extra,
         )
+        # Straight to JSON by pydantic's serializer (one pass, not a dict and then json.dumps); the
+        # same keys as `_dump`. Cost per chunk: docs/benchmarks-chat.md, section 4 (~10 µs).
+        return _sse(chunk.model_dump_json(exclude_unset=True))
 
-    def finish(self, answer: Answer, streamed: str) -> Iterator[bytes]:
+    def delta(self, delta: ChoiceDelta, finish_reason: Literal["stop"] | None = None, **extra: Any) -> str:
+        choice = ChunkChoice(index=0, delta=delta, logprobs=None, finish_reason=finish_reason)
+        return self._event([choice], **extra)
+
+    def finish(self, answer: Answer, streamed: str) -> Iterator[str]:
         rest = remainder(streamed, answer.text)
         if rest:
-            yield self.delta({"content": rest})
+            yield self.delta(ChoiceDelta(content=rest))
         fingerprint = answer.system_fingerprint or None
         summary = groundwork(answer)
-        yield self.delta({}, "stop", system_fingerprint=fingerprint, groundwork=summary)
+        yield self.delta(ChoiceDelta(), "stop", system_fingerprint=fingerprint, groundwork=summary)
         if self.include_usage:  # as OpenAI does: one more chunk, without choices
             yield self._event([], system_fingerprint=fingerprint, usage=_usage(answer))
 
@@ -490,16 +557,16 @@ def _chunks(
     started: list[pipeline.Event],
     events: Generator[pipeline.Event, None, None],
     writer: ChunkWriter,
-) -> Iterator[bytes]:
+) -> Iterator[str]:
     """The answer as server-sent events. Closed early (the client left), it closes the pipeline."""
     with contextlib.closing(events):
-        yield writer.delta({"role": "assistant", "content": ""})
+        yield writer.delta(ChoiceDelta(role="assistant", content=""))
         streamed: list[str] = []
         try:
             for event in itertools.chain(started, events):
                 if isinstance(event, pipeline.Delta):
                     streamed.append(event.text)
-                    yield writer.delta({"content": event.text})
+                    yield writer.delta(ChoiceDelta(content=event.text))
                 elif isinstance(event, pipeline.Done):
                     yield from writer.finish(event.answer, "".join(streamed))
         except provider.ProviderError as exc:
@@ -520,10 +587,4 @@ def _stream_response(
 ) -> StreamingHttpResponse:
     events = _saved_events(assistant=assistant, user=user, asked=asked)
     started = _until_text(events)
-    response = StreamingHttpResponse(
-        _chunks(started, events, ChunkWriter(model=model, include_usage=include_usage)),
-        content_type="text/event-stream",
-    )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the stream back
-    return response
+    return sse_response(_chunks(started, events, ChunkWriter(model=model, include_usage=include_usage)))

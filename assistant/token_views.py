@@ -8,19 +8,14 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
-from django_htmx.middleware import HtmxDetails
 
 from assistant import serializers, services
 from assistant.models import ApiToken, Assistant
-
-
-class AuthedRequest(HttpRequest):
-    user: User
-    htmx: HtmxDetails
+from common.http import AuthenticatedRequest
 
 
 class TokenForm(forms.Form):
@@ -33,7 +28,7 @@ def _token_or_404(user: User, pk: int) -> ApiToken:
 
 
 def _render(
-    request: AuthedRequest,
+    request: AuthenticatedRequest,
     form: TokenForm,
     *,
     created: ApiToken | None = None,
@@ -55,7 +50,7 @@ def _render(
 
 @require_http_methods(["GET", "POST"])
 @login_required
-def tokens(request: AuthedRequest) -> HttpResponse:
+def tokens(request: AuthenticatedRequest) -> HttpResponse:
     """List your tokens and create one. The raw token is in this one response and nowhere else."""
     if request.method != "POST":
         return _render(request, TokenForm())
@@ -68,7 +63,7 @@ def tokens(request: AuthedRequest) -> HttpResponse:
 
 @require_POST
 @login_required
-def token_revoke(request: AuthedRequest, pk: int) -> HttpResponse:
+def token_revoke(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     token = _token_or_404(request.user, pk)
     name = token.name
     services.api_token_revoke(token=token)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -26,13 +25,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import push_url, reswap, retarget
-from django_htmx.middleware import HtmxDetails
 
 from answer_cache import services as answer_cache
 from assistant import access, pipeline, services
 from assistant.forms import FeedbackForm, FlagForm, MessageForm, NoticeForm
 from assistant.models import Answer, AnswerSource, Assistant, Conversation, Message
 from assistant.rendering import highlight_spans, locate, markdown_html
+from common.http import AuthenticatedRequest
+from common.sse import sse_comment, sse_event, sse_response
 from gateway import provider
 from guardrails.injection import defang
 from knowledge.selectors import example_questions
@@ -41,14 +41,6 @@ logger = logging.getLogger(__name__)
 
 PAGE = "assistant/chat.html"
 NOTICE_HIDDEN = "assistant_notice_hidden"  # session key
-SSE_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-
-
-class ChatRequest(HttpRequest):
-    """What the views below receive: a signed-in user, with django-htmx's details."""
-
-    user: User
-    htmx: HtmxDetails
 
 
 @dataclass(frozen=True)
@@ -151,12 +143,12 @@ def _shown(message: Message, ratings: Mapping[int, int] | None = None, reader: U
     )
 
 
-def _fragment_context(request: ChatRequest, **extra: Any) -> dict[str, Any]:
+def _fragment_context(request: AuthenticatedRequest, **extra: Any) -> dict[str, Any]:
     """What every message fragment needs besides the message."""
     return {"flag_form": FlagForm(auto_id=False), **extra}
 
 
-def _render_message(request: ChatRequest, message: Message) -> str:
+def _render_message(request: AuthenticatedRequest, message: Message) -> str:
     """The message's fragment as it is now in the database."""
     fresh = access.message_for(request.user, message.pk)
     answer = _answer_of(fresh)
@@ -165,7 +157,7 @@ def _render_message(request: ChatRequest, message: Message) -> str:
     return render_to_string(f"{PAGE}#message", context, request=request)
 
 
-def _render_evidence(request: ChatRequest, found: pipeline.EvidenceFound) -> str:
+def _render_evidence(request: AuthenticatedRequest, found: pipeline.EvidenceFound) -> str:
     """The "From your documents" block, shown while the model is still writing."""
     items = [item.as_json() for item in found.items]
     return render_to_string(f"{PAGE}#evidence", {"items": items, "related": False}, request=request)
@@ -177,7 +169,7 @@ def _send_url(conversation: Conversation | None) -> str:
     return reverse("assistant:send", args=[conversation.pk])
 
 
-def _notice(request: ChatRequest, assistant: Assistant) -> dict[str, Any]:
+def _notice(request: AuthenticatedRequest, assistant: Assistant) -> dict[str, Any]:
     return {
         "name": assistant.name,
         "collections": access.collections_answered_from(request.user, assistant),
@@ -186,7 +178,7 @@ def _notice(request: ChatRequest, assistant: Assistant) -> dict[str, Any]:
 
 
 def _chat_page(
-    request: ChatRequest, conversation: Conversation | None, *, form: MessageForm | None = None
+    request: AuthenticatedRequest, conversation: Conversation | None, *, form: MessageForm | None = None
 ) -> HttpResponse:
     messages = list(access.messages_of(conversation)) if conversation else []
     answers = [a for a in map(_answer_of, messages) if a is not None]
@@ -220,21 +212,21 @@ def _answer_url(answer: Answer) -> str:
 
 @require_GET
 @login_required
-def home(request: ChatRequest) -> HttpResponse:
+def home(request: AuthenticatedRequest) -> HttpResponse:
     """The latest conversation, or the first-run screen for someone who has none."""
     return _chat_page(request, access.conversation_latest(request.user))
 
 
 @require_GET
 @login_required
-def conversation_new(request: ChatRequest) -> HttpResponse:
+def conversation_new(request: AuthenticatedRequest) -> HttpResponse:
     """An empty chat; the conversation is created by its first question, so none is left empty."""
     return _chat_page(request, None)
 
 
 @require_GET
 @login_required
-def conversation_detail(request: ChatRequest, pk: int) -> HttpResponse:
+def conversation_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     conversation = access.conversation_for(request.user, pk)
     services.messages_orphaned_recover(conversation_id=conversation.pk)
     return _chat_page(request, conversation)
@@ -245,7 +237,7 @@ def conversation_detail(request: ChatRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @login_required
-def message_send(request: ChatRequest, pk: int | None = None) -> HttpResponse:
+def message_send(request: AuthenticatedRequest, pk: int | None = None) -> HttpResponse:
     """Store the question and a pending answer; the answer's fragment then opens its stream."""
     existing = access.conversation_for(request.user, pk) if pk is not None else None
     had_messages = existing is not None and existing.messages.exists()
@@ -285,27 +277,21 @@ def message_send(request: ChatRequest, pk: int | None = None) -> HttpResponse:
     return response
 
 
-def _sse(event: str, data: str) -> str:
-    """One server-sent event; every line of `data` gets its own "data:" field."""
-    lines = SSE_LINE_BREAK.split(data)
-    return f"event: {event}\n" + "".join(f"data: {line}\n" for line in lines) + "\n"
-
-
-def _answer_events(request: ChatRequest, message: Message) -> Iterator[str]:
+def _answer_events(request: AuthenticatedRequest, message: Message) -> Iterator[str]:
     # A comment first: proxies and browsers treat the stream as open once bytes arrive.
-    yield ": ping\n\n"
+    yield sse_comment("ping")
     if message.status == Message.Status.PENDING:
         events = services.answer_stream(message=message)
         try:
             for event in events:
                 if isinstance(event, pipeline.Stage):
-                    yield _sse("stage", event.name)
+                    yield sse_event(event="stage", data=event.name)
                 elif isinstance(event, pipeline.Delta):
-                    yield _sse("delta", json.dumps(event.text))
+                    yield sse_event(event="delta", data=json.dumps(event.text))
                 elif isinstance(event, pipeline.EvidenceFound):
-                    yield _sse("evidence", _render_evidence(request, event))
+                    yield sse_event(event="evidence", data=_render_evidence(request, event))
                 elif isinstance(event, services.Failed):
-                    yield _sse("failed", _render_message(request, message))
+                    yield sse_event(event="failed", data=_render_message(request, message))
                     return
         except Exception:
             # The message keeps its partial text as "stopped"; the final fragment offers a retry.
@@ -317,23 +303,20 @@ def _answer_events(request: ChatRequest, message: Message) -> Iterator[str]:
             if close is not None:
                 close()
     # Finished, or not ours to stream (already answered, stopped, or streaming in another tab).
-    yield _sse("done", _render_message(request, message))
+    yield sse_event(event="done", data=_render_message(request, message))
 
 
 @require_GET
 @login_required
-def message_stream(request: ChatRequest, pk: int) -> StreamingHttpResponse:
+def message_stream(request: AuthenticatedRequest, pk: int) -> StreamingHttpResponse:
     """The answer to a pending message as server-sent events: stage, delta, then done or failed."""
     message = access.message_for(request.user, pk)
     if message.role != Message.Role.ASSISTANT:
         raise Http404("Only answers stream.")
-    response = StreamingHttpResponse(_answer_events(request, message), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the events back
-    return response
+    return sse_response(_answer_events(request, message))
 
 
-def _message_response(request: ChatRequest, message: Message) -> HttpResponse:
+def _message_response(request: AuthenticatedRequest, message: Message) -> HttpResponse:
     if not request.htmx:
         return redirect(_message_url(message))  # without JavaScript: back to the chat
     return HttpResponse(_render_message(request, message))
@@ -341,14 +324,14 @@ def _message_response(request: ChatRequest, message: Message) -> HttpResponse:
 
 @require_GET
 @login_required
-def message_detail(request: ChatRequest, pk: int) -> HttpResponse:
+def message_detail(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     """One message's fragment; a message answering in another tab polls this until it is done."""
     return _message_response(request, access.message_for(request.user, pk))
 
 
 @require_POST
 @login_required
-def message_stop(request: ChatRequest, pk: int) -> HttpResponse:
+def message_stop(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     message = access.message_for(request.user, pk)
     services.message_stop(message=message)
     return _message_response(request, message)
@@ -356,7 +339,7 @@ def message_stop(request: ChatRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @login_required
-def message_retry(request: ChatRequest, pk: int) -> HttpResponse:
+def message_retry(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     """A failed or stopped answer goes back to pending; its fragment streams it again."""
     message = access.message_for(request.user, pk)
     services.message_retry(message=message)
@@ -365,7 +348,7 @@ def message_retry(request: ChatRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @login_required
-def answer_regenerate(request: ChatRequest, pk: int) -> HttpResponse:
+def answer_regenerate(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     """A new answer to the same question, added below; the old one stays."""
     message = access.message_for(request.user, pk)
     if message.role != Message.Role.ASSISTANT or message.reply_to_id is None:
@@ -379,7 +362,7 @@ def answer_regenerate(request: ChatRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @login_required
-def answer_feedback(request: ChatRequest, pk: int) -> HttpResponse:
+def answer_feedback(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     answer = access.answer_asked_by(request.user, pk)
     form = FeedbackForm(request.POST)
     rating = None
@@ -398,7 +381,7 @@ def answer_feedback(request: ChatRequest, pk: int) -> HttpResponse:
 
 @require_POST
 @login_required
-def answer_flag(request: ChatRequest, pk: int) -> HttpResponse:
+def answer_flag(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     answer = access.answer_asked_by(request.user, pk)
     form = FlagForm(request.POST, auto_id=False)
     flagged = False
@@ -417,7 +400,7 @@ def answer_flag(request: ChatRequest, pk: int) -> HttpResponse:
 
 @require_GET
 @login_required
-def answer_source(request: ChatRequest, pk: int, n: int) -> HttpResponse:
+def answer_source(request: AuthenticatedRequest, pk: int, n: int) -> HttpResponse:
     """The full text of a cited chunk, if the user may still read it, with the quote marked."""
     answer = access.answer_for_user(request.user, pk)
     citation = access.citation_of(answer, n)
@@ -484,7 +467,7 @@ def _comparison(old: Answer, new: Answer) -> dict[str, Any]:
 
 @require_POST
 @login_required
-def answer_replay(request: ChatRequest, pk: int) -> HttpResponse:
+def answer_replay(request: AuthenticatedRequest, pk: int) -> HttpResponse:
     """Staff: the same question again with the answer's settings, side by side with the original."""
     if not request.user.is_staff:
         raise PermissionDenied("Only staff replay answers.")
@@ -516,7 +499,7 @@ def _answer_html(answer: Answer) -> SafeString:
 
 @require_POST
 @login_required
-def notice_toggle(request: ChatRequest) -> HttpResponse:
+def notice_toggle(request: AuthenticatedRequest) -> HttpResponse:
     """Hide or bring back the notice about what the assistant can do, for this session."""
     form = NoticeForm(request.POST)
     if form.is_valid():

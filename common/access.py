@@ -7,17 +7,13 @@ from functools import wraps
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
-from django_htmx.middleware import HtmxDetails
+from django.http import HttpResponse
 
+from common.http import AuthenticatedRequest
 
-class StaffRequest(HttpRequest):
-    """What a staff view receives: a signed-in staff user, with django-htmx's details."""
-
-    user: User
-    htmx: HtmxDetails
+# The same type as every signed-in view's: being staff is checked by `staff_required`, not typed.
+StaffRequest = AuthenticatedRequest
 
 
 View = Callable[..., HttpResponse]

@@ -18,86 +18,41 @@ from __future__ import annotations
 import array
 import base64
 import contextvars
-import hashlib
-import json
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import cache
 from typing import Any, Literal
 
 import openai
 from django.conf import settings
 
+from gateway.fingerprints import VOLATILE_MODEL_FIELDS as VOLATILE_MODEL_FIELDS
+from gateway.fingerprints import fingerprint_derive as fingerprint_derive
+from gateway.types import CallKind as CallKind
+from gateway.types import CallRecord as CallRecord
+from gateway.types import ChatParams as ChatParams
+from gateway.types import ChatResult as ChatResult
+from gateway.types import EmbeddingKind as EmbeddingKind
+from gateway.types import Embeddings as Embeddings
+from gateway.types import ErrorKind as ErrorKind
+from gateway.types import FineTuneStatus as FineTuneStatus
+from gateway.types import Message as Message
+from gateway.types import Moderation as Moderation
+from gateway.types import ProviderError as ProviderError
+from gateway.types import StreamDelta as StreamDelta
+from gateway.types import ToolCall as ToolCall
+from gateway.types import Usage as Usage
+from gateway.types import estimate_tokens as estimate_tokens
+from gateway.types import prompt_estimate as prompt_estimate
+
 logger = logging.getLogger(__name__)
-
-Message = dict[str, Any]
-EmbeddingKind = Literal["query", "passage"]
-CallKind = Literal["chat", "chat_stream", "embed", "moderate"]
-
-
-class ErrorKind(StrEnum):
-    TIMEOUT = "timeout"
-    UNAVAILABLE = "unavailable"
-    RATE_LIMITED = "rate_limited"
-    AUTH = "auth"
-    BAD_REQUEST = "bad_request"
-    UNSUPPORTED = "unsupported"
-    BAD_RESPONSE = "bad_response"
-
-
-class ProviderError(Exception):
-    """A model call that did not produce a usable result."""
-
-    def __init__(self, message: str, *, kind: ErrorKind) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in {ErrorKind.TIMEOUT, ErrorKind.UNAVAILABLE, ErrorKind.RATE_LIMITED}
-
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    # True when the server reported no usage and the counts are our estimate.
-    estimated: bool = False
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: Usage) -> Usage:
-        return Usage(
-            self.prompt_tokens + other.prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-            self.cached_tokens + other.cached_tokens,
-            self.estimated or other.estimated,
-        )
 
 
 # --- call records and listeners -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One model call as the listeners see it, successful or not."""
-
-    kind: CallKind
-    model: str
-    purpose: str | None  # set with `purpose(...)`; None: the listener decides from `kind`
-    usage: Usage
-    latency_ms: float
-    ok: bool = True
-    error: str = ""
-    error_kind: str = ""
 
 
 Listener = Callable[[CallRecord], object]
@@ -163,74 +118,6 @@ def _failed(
             error_kind=error.kind.value,
         )
     )
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token in English: good enough to count what a server did not."""
-    return max(1, round(len(text) / 4)) if text else 0
-
-
-def prompt_estimate(messages: Sequence[Message]) -> int:
-    # Each message costs a few tokens of framing besides its text.
-    return sum(estimate_tokens(str(m.get("content") or "")) + 4 for m in messages)
-
-
-@dataclass(frozen=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text as the model wrote it; may be invalid
-
-    def parsed_arguments(self) -> dict[str, Any]:
-        """The arguments as a dict, or {} when the model wrote something that is not an object."""
-        try:
-            value = json.loads(self.arguments or "{}")
-        except json.JSONDecodeError:
-            return {}
-        return value if isinstance(value, dict) else {}
-
-
-@dataclass(frozen=True)
-class ChatParams:
-    """Sampling settings. Pinned per assistant so answers can be reproduced."""
-
-    model: str | None = None  # None: settings.CHAT_MODEL
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    max_tokens: int = 512
-    timeout: float | None = None  # None: settings.PROVIDER_TIMEOUT
-
-
-@dataclass(frozen=True)
-class ChatResult:
-    content: str
-    model: str
-    usage: Usage
-    latency_ms: float
-    system_fingerprint: str | None = None
-    finish_reason: str | None = None
-    tool_calls: tuple[ToolCall, ...] = ()
-
-
-@dataclass(frozen=True)
-class StreamDelta:
-    text: str
-
-
-@dataclass(frozen=True)
-class Embeddings:
-    vectors: list[list[float]]
-    model: str
-    usage: Usage
-    latency_ms: float
-
-
-@dataclass(frozen=True)
-class Moderation:
-    flagged: bool
-    model: str
-    scores: dict[str, float] = field(default_factory=dict)
 
 
 @cache
@@ -374,6 +261,29 @@ def chat(
     )
 
 
+@dataclass
+class _Streamed:
+    """What a chat stream has said so far: its text, and the model, usage and ending it reported."""
+
+    model: str
+    parts: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    fingerprint: str | None = None
+    finish_reason: str | None = None
+
+    def read(self, chunk: Any) -> Iterator[StreamDelta]:
+        self.model = chunk.model or self.model
+        self.fingerprint = getattr(chunk, "system_fingerprint", None) or self.fingerprint
+        if chunk.usage is not None:
+            self.usage = _usage(chunk.usage)
+        for choice in chunk.choices or ():
+            self.finish_reason = choice.finish_reason or self.finish_reason
+            text = choice.delta.content if choice.delta else None
+            if text:
+                self.parts.append(text)
+                yield StreamDelta(text)
+
+
 def chat_stream(
     messages: Sequence[Message],
     *,
@@ -393,95 +303,47 @@ def chat_stream(
     request["stream_options"] = {"include_usage": True}
     tag = current_purpose()
     started = time.perf_counter()
-    parts: list[str] = []
-    usage = Usage()
-    model = request["model"]
-    fingerprint: str | None = None
-    finish_reason: str | None = None
-    chunks = 0
+    got = _Streamed(model=request["model"])
     try:
         try:
             stream = chat_client().chat.completions.create(**request)
             try:
                 for chunk in stream:
-                    model = chunk.model or model
-                    fingerprint = getattr(chunk, "system_fingerprint", None) or fingerprint
-                    if chunk.usage is not None:
-                        usage = _usage(chunk.usage)
-                    for choice in chunk.choices or ():
-                        finish_reason = choice.finish_reason or finish_reason
-                        text = choice.delta.content if choice.delta else None
-                        if text:
-                            chunks += 1
-                            parts.append(text)
-                            yield StreamDelta(text)
+                    yield from got.read(chunk)
             finally:
                 stream.close()
         except openai.OpenAIError as exc:
             error = _translate(exc, "chat")
-            spent = _stream_usage(usage, messages, chunks) if chunks else Usage()
+            spent = _stream_usage(got.usage, messages, len(got.parts)) if got.parts else Usage()
             _failed("chat_stream", request["model"], tag, started, error, spent)
             raise error from exc
     except GeneratorExit:
         # Closed early (the user pressed stop): the tokens made so far were still spent.
-        notify(
-            CallRecord(
-                kind="chat_stream",
-                model=request["model"],
-                purpose=tag,
-                usage=_stream_usage(usage, messages, chunks),
-                latency_ms=(time.perf_counter() - started) * 1000,
-            )
-        )
+        usage = _stream_usage(got.usage, messages, len(got.parts))
+        latency_ms = (time.perf_counter() - started) * 1000
+        notify(CallRecord("chat_stream", request["model"], tag, usage, latency_ms))
         raise
-    usage = _stream_usage(usage, messages, chunks)
+    usage = _stream_usage(got.usage, messages, len(got.parts))
     latency_ms = (time.perf_counter() - started) * 1000
-    if not parts and finish_reason is None:
+    if not got.parts and got.finish_reason is None:
         # The server closed the stream without finishing (llama.cpp does when interrupted).
         error = ProviderError("The chat model stopped answering mid-stream.", kind=ErrorKind.UNAVAILABLE)
         _failed("chat_stream", request["model"], tag, started, error, usage)
         raise error
-    notify(
-        CallRecord(
-            kind="chat_stream", model=request["model"], purpose=tag, usage=usage, latency_ms=latency_ms
-        )
-    )
+    notify(CallRecord("chat_stream", request["model"], tag, usage, latency_ms))
     yield ChatResult(
-        content="".join(parts),
-        model=model,
+        content="".join(got.parts),
+        model=got.model,
         usage=usage,
         latency_ms=latency_ms,
-        system_fingerprint=_fingerprint(fingerprint, request["model"], model),
-        finish_reason=finish_reason,
+        system_fingerprint=_fingerprint(got.fingerprint, request["model"], got.model),
+        finish_reason=got.finish_reason,
     )
 
 
 # --- fingerprints ---------------------------------------------------------------------------
 
-# Fields of a /v1/models entry that change without the model changing: vLLM and llama.cpp's
-# llama-server stamp `created` with the time of the request, vLLM's `permission` carries a fresh
-# id and time. (Ollama's `created` is the model's own date; it is left out all the same.)
-VOLATILE_MODEL_FIELDS = frozenset({"created", "permission", "permissions"})
 _derived_fingerprints: dict[tuple[str, str, str], str] = {}
-
-
-def fingerprint_derive(*, base_url: str, model: str, entry: dict[str, Any] | None) -> str:
-    """A stable stand-in for the `system_fingerprint` a server did not send.
-
-    A hash of the server's address, the model name it answered with and what its model listing
-    says about that model (id, owner, and whatever else it exposes: vLLM's `root` and
-    `max_model_len`, llama-server's `meta` with the model's size and training context), less the
-    fields that change by themselves. It changes when the listing does; what a server does not
-    list (sampling code, hardware) it cannot see.
-    """
-    listed = {key: value for key, value in (entry or {}).items() if key not in VOLATILE_MODEL_FIELDS}
-    canonical = json.dumps(
-        {"base_url": base_url.rstrip("/"), "model": model, "listed": listed},
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
-    return "fp_derived_" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _fingerprint(reported: str | None, requested: str, served: str | None) -> str | None:
@@ -525,9 +387,8 @@ def _stream_usage(usage: Usage, messages: Sequence[Message], chunks: int) -> Usa
 
 def _vector(embedding: object) -> list[float]:
     """One vector as the server sent it. Asked for as base64 (little-endian float32, OpenAI's
-    format): a one-sentence query through the local server took 20 ms against 23 ms as a JSON
-    list, whose 384 numbers the SDK also turns into objects one by one (~1.7 ms). A server that
-    ignores the encoding sends the list, which is taken as it is."""
+    format), which saves ~3 ms a query over a JSON list (docs/benchmarks-cache.md). A server
+    that ignores the encoding sends the list, which is taken as it is."""
     if isinstance(embedding, str):
         values = array.array("f", base64.b64decode(embedding))
         if sys.byteorder == "big":
@@ -634,16 +495,6 @@ def served_models(kind: Literal["chat", "embeddings"]) -> list[str]:
 
 
 # --- fine-tuning (routing's distillation; OpenAI only) -------------------------------------
-
-
-@dataclass(frozen=True)
-class FineTuneStatus:
-    id: str
-    status: str  # validating_files, queued, running, succeeded, failed, cancelled
-    model: str
-    fine_tuned_model: str | None = None
-    error: str = ""
-    trained_tokens: int | None = None
 
 
 def finetune_file_upload(content: bytes, *, filename: str) -> str:
