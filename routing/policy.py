@@ -15,8 +15,10 @@ default reaches every assistant without a data migration.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from functools import cache
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
@@ -33,8 +35,8 @@ from pydantic import (
 
 from assistant.models import Assistant
 from routing.features import QUESTION_TYPES, VECTOR_NAMES, Features, question_features
-from routing.training import CLASSIFIER_PATH, sigmoid
 
+CLASSIFIER_PATH = Path(__file__).resolve().parent / "data" / "classifier.json"
 CHEAP, STRONG, FALLBACK, FIXED = "cheap", "strong", "fallback", "fixed"
 ROUTES = (CHEAP, STRONG, FALLBACK, FIXED)
 EXAMPLE = {
@@ -99,7 +101,8 @@ class RoutingPolicy(BaseModel):
     # The classifier's probability of "needs the strong model" at or above which it is used.
     strong_threshold: Annotated[float, Field(ge=0, le=1, strict=True)] = 0.5
     # Below this best vector similarity the context is marginal: the strong model copes better.
-    # multilingual-e5-small scored relevant passages 0.87-0.92 (see Assistant.min_similarity).
+    # multilingual-e5-small scored relevant passages 0.87-0.92: docs/benchmarks-routing.md,
+    # "Figures quoted in the code".
     min_retrieval_score: Annotated[float, Field(ge=-1, le=1, strict=True)] = 0.87
     max_cheap_words: Annotated[StrictInt, Field(ge=1, le=100_000)] = 40
     max_cheap_questions: Annotated[StrictInt, Field(ge=1, le=100)] = 1
@@ -217,6 +220,10 @@ def classifier() -> tuple[list[float], float]:
     if data.get("features") != VECTOR_NAMES:
         raise RuntimeError(f"{CLASSIFIER_PATH} was trained on other features; run `manage.py train_router`.")
     return [float(w) for w in data["weights"]], float(data["bias"])
+
+
+def sigmoid(value: float) -> float:
+    return 1 / (1 + math.exp(-max(min(value, 50.0), -50.0)))
 
 
 def strong_probability(features: Features) -> float:

@@ -17,7 +17,7 @@ from django.conf import settings
 
 from gateway import provider
 from guardrails import checks, rewrite, topic
-from guardrails.classifier import fit
+from guardrails.training import fit
 from tests.fakes import FakeProvider, fake_vector
 
 HARMFUL = [
