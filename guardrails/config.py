@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from guardrails.pii import KINDS as PII_KINDS
 
 # Cosine similarity between question (query) and scope (passage) below which a question is off
-# topic, for multilingual-e5-small: permissive on purpose (it wrongly blocked 0.7% of on-topic
-# CLINC150 queries; docs/benchmarks-guardrails.md, "Off topic"). Other embedding models need
-# their own value.
+# topic, for multilingual-e5-small: permissive on purpose (0.7% of on-topic queries wrongly
+# blocked: docs/benchmarks-guardrails.md, "Figures quoted in the code"). Other embedding models
+# need their own value.
 DEFAULT_TOPIC_THRESHOLD = 0.75
 
 Fraction = Annotated[float, Field(ge=0, le=1, strict=True)]
@@ -60,7 +60,8 @@ class GuardConfig(BaseModel):
     # activity), so it is answered with a notice instead of stopped. Rule hits, moderation
     # verdicts and hidden text are never vouched for. 0.85 is the assistant's default
     # `min_similarity` for multilingual-e5-small, below which the pipeline abstains anyway; what
-    # it lets through is measured in docs/benchmarks-guardrails.md ("Knowledge vouching").
+    # it lets through (73 of 913 stopped Do-Not-Answer prompts get a notice) is in
+    # docs/benchmarks-guardrails.md, "Figures quoted in the code".
     knowledge_match: Fraction = 0.85
     pii_action: Literal["rewrite", "redact", "block"] = "rewrite"  # redact: send the redacted text silently
     pii_kinds: tuple[str, ...] = PII_KINDS
