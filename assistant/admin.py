@@ -17,7 +17,7 @@ from assistant import services
 from assistant.models import Answer, ApiToken, Assistant, Feedback, Flag, PromptTemplate
 from guardrails.checks import GuardConfig
 from routing.policy import EXAMPLE as ROUTING_EXAMPLE
-from routing.policy import routing_config_errors
+from routing.policy import RoutingPolicy, routing_config_errors
 
 
 class ReadOnlyAdmin(admin.ModelAdmin[Any]):
@@ -48,10 +48,10 @@ class AssistantForm(ModelForm[Assistant]):
         """Settings the pipeline can read, or a form error saying which one is wrong (never a 500)."""
         value = self.cleaned_data.get("guardrails") or {}
         try:
-            GuardConfig.from_dict(value)
+            config = GuardConfig.from_dict(value)
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
-        return dict(value)
+        return config.as_dict()  # only what differs from the defaults, so a new default applies
 
     def clean_routing(self) -> dict[str, Any]:
         """A routing policy routing.policy can read, or every problem with it as form errors."""
@@ -59,7 +59,8 @@ class AssistantForm(ModelForm[Assistant]):
         errors = routing_config_errors(value)
         if errors:
             raise ValidationError(errors)
-        return dict(value)
+        policy = RoutingPolicy.from_dict(value)
+        return policy.as_dict() if policy else {}  # only what differs from the defaults
 
 
 @admin.register(Assistant)
@@ -84,7 +85,7 @@ class AssistantAdmin(admin.ModelAdmin[Assistant]):
             {
                 "description": "A JSON object of guardrails.checks.GuardConfig settings; {} is the defaults. "
                 'For example {"topic": false, "pii_action": "redact"}. Defaults: '
-                + ", ".join(f"{k}={json.dumps(v)}" for k, v in GuardConfig().as_dict().items()),
+                + ", ".join(f"{k}={json.dumps(v)}" for k, v in GuardConfig.defaults().items()),
                 "fields": ["guardrails"],
             },
         ),

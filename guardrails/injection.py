@@ -310,8 +310,8 @@ DOCUMENT_RULES: tuple[Rule, ...] = (
 
 # The strong user-message rules that also hold in documents: overriding instructions, announcing
 # new ones, forcing an output, fake markup. (Prompt-extraction and role-play phrases are left out:
-# a document about language models may well say "system prompt" or "act as".) On 2,234 SQuAD and
-# COVID-QA passages they raised no false alarm (bench/guardrails.py).
+# a document about language models may well say "system prompt" or "act as".) No false alarm on
+# 2,234 benign passages: docs/benchmarks-guardrails.md, "Figures quoted in the code".
 CHUNK_RULES: tuple[Rule, ...] = DOCUMENT_RULES + tuple(
     r
     for r in USER_RULES

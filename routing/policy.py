@@ -1,48 +1,42 @@
 """Which model answers a question: a routing policy per assistant, and the decision with its reason.
 
-INTEGRATION (assistant/pipeline.py, `answer_events`; the routing app does not edit it):
-
-1. After retrieval and the weak-retrieval abstention, before the tool rounds:
-
-       from routing.policy import route_decide
-       best = max((s.vector_score or 0.0 for s in turn.sources), default=None)
-       pinned = config.model if config is not None and config.model != assistant.chat_model else None
-       decision = route_decide(assistant=assistant, question=turn.question, retrieval_score=best,
-                               history=turn.history, pinned_model=pinned)
-       turn.config = dataclasses.replace(turn.config, model=decision.model)
-
-   `pinned` keeps replays and eval runs whose snapshot names another model (the fine-tune
-   gate's candidate run) on that model: the decision is then route "fixed".
-2. The streamed model call: replace `provider.chat_stream(...)` with
-
-       stream = routing.fallback.stream_with_fallback(messages, decision=decision,
-                                                      params=turn.config.params(), json_schema=...)
-       for event in stream: ...            # the same StreamDelta / ChatResult events
-       decision = stream.decision          # says "fallback" and from which model, if it fell back
-       turn.config = dataclasses.replace(turn.config, model=decision.model)
-
-   and the tool-round and repair calls `provider.chat(...)` with
-   `result, decision = routing.fallback.chat_with_fallback(messages, decision=decision, params=..., ...)`.
-3. `_record(...)`: pass `route=decision.as_json()` (Answer.route); Answer.model is then the model
-   that answered. Abstentions before the model call may record nothing (route stays {}).
+The answer pipeline asks `route_decide` for the model once retrieval has scored the context
+(before the tool rounds; a replay or evaluation run passes its pinned model), calls the model
+through routing.fallback, and records `Decision.as_json()` on Answer.route.
 
 A policy is `Assistant.routing`, a JSON object; an empty one means "always the assistant's own
-model". `RoutingPolicy.from_dict` validates it and raises RoutingConfigError listing every
-problem in words an admin can act on; `routing_config_errors(value)` returns them as a list
-(for an admin form's clean_routing).
+model". `RoutingPolicy` is a pydantic model: `from_dict` validates it and raises
+RoutingConfigError listing every problem in words an admin can act on
+(`routing_config_errors(value)` returns them as a list, for an admin form's clean_routing), and
+`as_dict` is what is stored: only the settings that differ from the defaults, so that a new
+default reaches every assistant without a data migration.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from functools import cache
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from assistant.models import Assistant
 from routing.features import QUESTION_TYPES, VECTOR_NAMES, Features, question_features
-from routing.training import CLASSIFIER_PATH, sigmoid
 
+CLASSIFIER_PATH = Path(__file__).resolve().parent / "data" / "classifier.json"
 CHEAP, STRONG, FALLBACK, FIXED = "cheap", "strong", "fallback", "fixed"
 ROUTES = (CHEAP, STRONG, FALLBACK, FIXED)
 EXAMPLE = {
@@ -67,21 +61,62 @@ class RoutingConfigError(ValueError):
         self.errors = errors
 
 
-@dataclass(frozen=True)
-class RoutingPolicy:
-    cheap_model: str
-    strong_model: str
-    fallback_models: tuple[str, ...] = ()
+def _model_name(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _names(value: Any) -> Any:
+    """A list of non-empty names, stripped, duplicates dropped (order kept)."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ValueError("not a list of names")
+    return tuple(dict.fromkeys(v.strip() for v in value))
+
+
+ModelName = Annotated[StrictStr, BeforeValidator(_model_name), Field(min_length=1)]
+Names = Annotated[tuple[str, ...], BeforeValidator(_names)]
+
+# What each setting must be, in the words of the error an admin sees.
+RULES = {
+    "cheap_model": "a model name (text) and is required",
+    "strong_model": "a model name (text) and is required",
+    "fallback_models": "a list of names",
+    "strong_threshold": "a number from 0 to 1",
+    "min_retrieval_score": "a number from -1 to 1",
+    "max_cheap_words": "a whole number from 1 to 100000",
+    "max_cheap_questions": "a whole number from 1 to 100",
+    "strong_types": "a list of names",
+    "use_classifier": "true or false",
+    "timeout_seconds": "a number from 1 to 600",
+}
+
+
+class RoutingPolicy(BaseModel):
+    """An assistant's routing settings; it stores only those that differ from the defaults (`as_dict`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cheap_model: ModelName
+    strong_model: ModelName
+    fallback_models: Names = ()
     # The classifier's probability of "needs the strong model" at or above which it is used.
-    strong_threshold: float = 0.5
+    strong_threshold: Annotated[float, Field(ge=0, le=1, strict=True)] = 0.5
     # Below this best vector similarity the context is marginal: the strong model copes better.
-    # multilingual-e5-small scored relevant passages 0.87-0.92 (see Assistant.min_similarity).
-    min_retrieval_score: float | None = 0.87
-    max_cheap_words: int = 40
-    max_cheap_questions: int = 1
-    strong_types: tuple[str, ...] = ("comparison", "multi_step")
-    use_classifier: bool = True
-    timeout_seconds: float | None = None
+    # multilingual-e5-small scored relevant passages 0.87-0.92: docs/benchmarks-routing.md,
+    # "Figures quoted in the code".
+    min_retrieval_score: Annotated[float, Field(ge=-1, le=1, strict=True)] = 0.87
+    max_cheap_words: Annotated[StrictInt, Field(ge=1, le=100_000)] = 40
+    max_cheap_questions: Annotated[StrictInt, Field(ge=1, le=100)] = 1
+    strong_types: Names = ("comparison", "multi_step")
+    use_classifier: StrictBool = True
+    timeout_seconds: Annotated[float, Field(ge=1, le=600, strict=True)] | None = None
+
+    @field_validator("strong_types")
+    @classmethod
+    def _known_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        wrong = [v for v in value if v not in QUESTION_TYPES]
+        if wrong:
+            raise ValueError(f"unknown question type(s) {wrong}; use {', '.join(QUESTION_TYPES)}.")
+        return value
 
     @classmethod
     def from_dict(cls, value: Any) -> RoutingPolicy | None:
@@ -90,79 +125,18 @@ class RoutingPolicy:
             return None
         if not isinstance(value, dict):
             raise RoutingConfigError([f"must be a JSON object like {json.dumps(EXAMPLE)}, not {value!r}."])
-        errors: list[str] = []
-        known = set(cls.__dataclass_fields__)
-        errors += [
-            f"unknown setting {key!r} (known: {', '.join(sorted(known))})."
-            for key in value
-            if key not in known
-        ]
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            raise RoutingConfigError(_explain(exc, value)) from None
 
-        def text(key: str, required: bool) -> str:
-            raw = value.get(key, "")
-            if not isinstance(raw, str) or (required and not raw.strip()):
-                errors.append(f"{key} must be a model name (text){' and is required' if required else ''}.")
-                return ""
-            return raw.strip()
-
-        def number(key: str, default: float | None, low: float, high: float, *, integer: bool = False) -> Any:
-            raw = value.get(key, default)
-            if raw is None and default is None:
-                return None
-            kind = int if integer else (int, float)
-            if isinstance(raw, bool) or not isinstance(raw, kind) or not low <= raw <= high:
-                what = "a whole number" if integer else "a number"
-                errors.append(f"{key} must be {what} from {low:g} to {high:g}, not {raw!r}.")
-                return default
-            return raw
-
-        def names(
-            key: str, default: tuple[str, ...], allowed: tuple[str, ...] | None = None
-        ) -> tuple[str, ...]:
-            raw = value.get(key, list(default))
-            if not isinstance(raw, list) or not all(isinstance(v, str) and v.strip() for v in raw):
-                errors.append(f"{key} must be a list of names, not {raw!r}.")
-                return default
-            if allowed is not None:
-                wrong = [v for v in raw if v not in allowed]
-                if wrong:
-                    errors.append(f"{key}: unknown question type(s) {wrong}; use {', '.join(allowed)}.")
-                    return default
-            return tuple(dict.fromkeys(v.strip() for v in raw))
-
-        use_classifier = value.get("use_classifier", True)
-        if not isinstance(use_classifier, bool):
-            errors.append(f"use_classifier must be true or false, not {use_classifier!r}.")
-            use_classifier = True
-        policy = cls(
-            cheap_model=text("cheap_model", True),
-            strong_model=text("strong_model", True),
-            fallback_models=names("fallback_models", ()),
-            strong_threshold=number("strong_threshold", 0.5, 0.0, 1.0),
-            min_retrieval_score=number("min_retrieval_score", 0.87, -1.0, 1.0),
-            max_cheap_words=number("max_cheap_words", 40, 1, 100_000, integer=True),
-            max_cheap_questions=number("max_cheap_questions", 1, 1, 100, integer=True),
-            strong_types=names("strong_types", ("comparison", "multi_step"), QUESTION_TYPES),
-            use_classifier=use_classifier,
-            timeout_seconds=number("timeout_seconds", None, 1.0, 600.0),
-        )
-        if errors:
-            raise RoutingConfigError(errors)
-        return policy
+    def as_dict(self) -> dict[str, Any]:
+        """The settings that differ from the defaults: what Assistant.routing stores."""
+        return self.model_dump(mode="json", exclude_defaults=True)
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "cheap_model": self.cheap_model,
-            "strong_model": self.strong_model,
-            "fallback_models": list(self.fallback_models),
-            "strong_threshold": self.strong_threshold,
-            "min_retrieval_score": self.min_retrieval_score,
-            "max_cheap_words": self.max_cheap_words,
-            "max_cheap_questions": self.max_cheap_questions,
-            "strong_types": list(self.strong_types),
-            "use_classifier": self.use_classifier,
-            "timeout_seconds": self.timeout_seconds,
-        }
+        """Every setting, defaults included: what the routing page shows."""
+        return self.model_dump(mode="json")
 
     def fallbacks_for(self, model: str) -> tuple[str, ...]:
         """The models to try, in order, when `model` fails: the configured list, else the other tier."""
@@ -170,6 +144,23 @@ class RoutingPolicy:
             (self.strong_model,) if model == self.cheap_model else (self.cheap_model,)
         )
         return tuple(m for m in dict.fromkeys(chain) if m != model)
+
+
+def _explain(exc: ValidationError, value: dict[str, Any]) -> list[str]:
+    """One sentence per setting that is wrong, in the order the settings are declared."""
+    errors: list[str] = []
+    for error in exc.errors():
+        key = str(error["loc"][0]) if error["loc"] else ""
+        if error["type"] == "extra_forbidden":
+            known = ", ".join(sorted(RoutingPolicy.model_fields))
+            errors.append(f"unknown setting {key!r} (known: {known}).")
+        elif str(error.get("ctx", {}).get("error", "")).startswith("unknown question type"):
+            errors.append(f"{key}: {error['ctx']['error']}")
+        elif key in value:
+            errors.append(f"{key} must be {RULES[key]}, not {value[key]!r}.")
+        else:
+            errors.append(f"{key} must be {RULES[key]}.")
+    return list(dict.fromkeys(errors))
 
 
 def routing_config_errors(value: Any) -> list[str]:
@@ -229,6 +220,10 @@ def classifier() -> tuple[list[float], float]:
     if data.get("features") != VECTOR_NAMES:
         raise RuntimeError(f"{CLASSIFIER_PATH} was trained on other features; run `manage.py train_router`.")
     return [float(w) for w in data["weights"]], float(data["bias"])
+
+
+def sigmoid(value: float) -> float:
+    return 1 / (1 + math.exp(-max(min(value, 50.0), -50.0)))
 
 
 def strong_probability(features: Features) -> float:

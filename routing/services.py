@@ -159,8 +159,8 @@ def model_register(*, assistant: Assistant, model: str) -> Assistant:
     if not routing:
         routing = {"strong_model": assistant.chat_model}
     routing["cheap_model"] = model
-    RoutingPolicy.from_dict(routing)  # never store a policy the router would refuse
-    assistant.routing = routing
+    policy = RoutingPolicy.from_dict(routing)  # never store a policy the router would refuse
+    assistant.routing = policy.as_dict() if policy else {}
     assistant.save(update_fields=["routing"])
     assistant_services.assistant_settings_changed(assistant=assistant)  # cached answers were the old model's
     return assistant

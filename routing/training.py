@@ -11,26 +11,30 @@ classifier to tell the two datasets apart rather than easy from hard questions.
 This is a proxy, and a weak one: `manage.py train_router` prints the held-out accuracy and AUC
 next to the majority baseline. Retrieval confidence is not in the data; the router uses it as a
 rule with a threshold (RoutingPolicy.min_retrieval_score), not as a fitted weight.
+
+Training only (`manage.py train_router`, bench/routing.py, tests): scikit-learn fits; the
+router (routing/policy.py) reads the exported weights and never imports scikit-learn.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, roc_auc_score
 
 from routing.features import VECTOR_NAMES, question_features
+from routing.policy import CLASSIFIER_PATH as CLASSIFIER_PATH  # where train_router writes
 
 LONG_ANSWER_WORDS = 10
 HELD_OUT_PERCENT = 30
 SPLIT_SALT = "groundwork-routing-v1"
 L2 = 1.0
-CLASSIFIER_PATH = Path(__file__).resolve().parent / "data" / "classifier.json"
 
 
 @dataclass(frozen=True)
@@ -68,31 +72,14 @@ def _matrix(rows: list[Row]) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def fit(x: np.ndarray, y: np.ndarray, *, l2: float = L2, iterations: int = 50) -> tuple[np.ndarray, float]:
-    """L2-regularised logistic regression by Newton's method: deterministic, no random start."""
-    n, d = x.shape
-    design = np.hstack([x, np.ones((n, 1))])
-    w = np.zeros(d + 1)
-    penalty = np.eye(d + 1) * l2
-    penalty[d, d] = 0.0  # the bias is not shrunk
-    for _ in range(iterations):
-        p = 1 / (1 + np.exp(-design @ w))
-        gradient = design.T @ (p - y) + penalty @ w
-        hessian = design.T @ (design * (p * (1 - p))[:, None]) + penalty
-        step = np.linalg.solve(hessian, gradient)
-        w -= step
-        if float(np.abs(step).max()) < 1e-8:
-            break
-    return w[:d], float(w[d])
+def fit(x: np.ndarray, y: np.ndarray, *, l2: float = L2) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression (scikit-learn, Newton-Cholesky from zero: deterministic).
 
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    """Area under the ROC curve: the chance a random positive outranks a random negative."""
-    positives, negatives = scores[labels == 1], scores[labels == 0]
-    if not len(positives) or not len(negatives):
-        return None
-    wins = sum(float((p > negatives).sum() + 0.5 * (p == negatives).sum()) for p in positives)
-    return wins / (len(positives) * len(negatives))
+    scikit-learn minimises C·Σ lossᵢ + ½‖w‖² with the bias unpenalised: Σ lossᵢ + l2/2·‖w‖² at C = 1/l2.
+    """
+    regression = LogisticRegression(C=1.0 / l2, solver="newton-cholesky", tol=1e-10, max_iter=100)
+    regression.fit(x, y)
+    return regression.coef_[0].copy(), float(regression.intercept_[0])
 
 
 def train(root: Path) -> dict[str, Any]:
@@ -104,10 +91,10 @@ def train(root: Path) -> dict[str, Any]:
     weights, bias = fit(x, y)
     tx, ty = _matrix(test_rows)
     scores = 1 / (1 + np.exp(-(tx @ weights + bias)))
-    accuracy = float(((scores >= 0.5) == (ty == 1)).mean())
+    accuracy = float(accuracy_score(ty == 1, scores >= 0.5))
     majority = float(max(ty.mean(), 1 - ty.mean()))
     digest = hashlib.sha256("\n".join(f"{r.question}\t{r.label}" for r in rows).encode()).hexdigest()
-    area = auc(scores, ty)
+    area = roc_auc_score(ty, scores) if 0 < ty.sum() < len(ty) else None
     return {
         "version": 1,
         "features": VECTOR_NAMES,
@@ -125,7 +112,3 @@ def train(root: Path) -> dict[str, Any]:
             "test_auc": None if area is None else round(area, 4),
         },
     }
-
-
-def sigmoid(value: float) -> float:
-    return 1 / (1 + math.exp(-max(min(value, 50.0), -50.0)))

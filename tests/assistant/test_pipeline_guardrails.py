@@ -368,6 +368,13 @@ def test_the_admin_form_refuses_bad_guardrail_settings(assistant: Assistant) -> 
     assert not form('{"nonsense": true}').is_valid()
     good = form('{"topic": false, "pii_action": "redact"}')
     assert good.is_valid(), good.errors
+    # Settings spelled out at their defaults are not stored: a new default will reach them.
+    spelled = form(
+        '{"topic": false, "knowledge_match": 0.85, "pii_kinds": ["email", "phone", "card", '
+        '"iban", "ssn", "uk_ni", "de_tax_id"]}'
+    )
+    assert spelled.is_valid(), spelled.errors
+    assert spelled.cleaned_data["guardrails"] == {"topic": False}
 
 
 def test_the_chat_shows_a_stop_with_an_editable_safe_version(

@@ -17,7 +17,7 @@ from django.conf import settings
 
 from gateway import provider
 from guardrails import checks, rewrite, topic
-from guardrails.classifier import fit
+from guardrails.training import fit
 from tests.fakes import FakeProvider, fake_vector
 
 HARMFUL = [
@@ -358,6 +358,15 @@ def test_config_round_trips_and_refuses_bad_values() -> None:
     ):
         with pytest.raises(ValueError):
             checks.GuardConfig.from_dict(bad)
+
+
+def test_config_stores_only_overrides_and_reads_full_stored_objects() -> None:
+    full = checks.GuardConfig.defaults()  # what older rows hold: every setting spelled out
+    assert checks.GuardConfig.from_dict(full) == checks.GuardConfig()
+    assert checks.GuardConfig.from_dict({**full, "topic": False}).as_dict() == {"topic": False}
+    assert checks.GuardConfig().as_dict() == {}
+    with pytest.raises(ValueError, match="harm_threshold must be a number from 0 to 1"):
+        checks.GuardConfig.from_dict({"harm_threshold": True})
 
 
 def test_thresholds_from_the_config_override_the_model(fake_provider: FakeProvider) -> None:

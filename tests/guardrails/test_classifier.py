@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from guardrails import checks
-from guardrails.classifier import LogisticModel, data_hash, fit
+from guardrails.classifier import LogisticModel, data_hash
+from guardrails.training import fit
 
 
 def blobs(seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -87,3 +91,16 @@ def test_shipped_model_files_are_small_and_explain_themselves(name: str) -> None
         assert key in model.meta, key
     assert "held_out" in model.meta["metrics"]
     assert model.classes[0] == "benign"
+
+
+def test_the_runtime_never_imports_scikit_learn() -> None:
+    """Training fits with scikit-learn (a development dependency); serving reads numpy weights."""
+    code = (
+        "import sys, django; django.setup(); import config.urls, guardrails.checks, routing.policy; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'sklearn', 'threadpoolctl'}))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -10,7 +10,7 @@ import pytest
 from assistant.models import Assistant
 from routing import training
 from routing.features import question_features, question_type
-from routing.policy import RoutingConfigError, RoutingPolicy, route_decide, routing_config_errors
+from routing.policy import EXAMPLE, RoutingConfigError, RoutingPolicy, route_decide, routing_config_errors
 
 pytestmark = pytest.mark.django_db
 
@@ -139,6 +139,19 @@ def test_a_good_policy_has_no_errors_and_a_bad_one_stops_routing(assistant: Assi
 
     with pytest.raises(RoutingConfigError, match="strong_threshold"):
         route_decide(assistant=assistant, question="Who?", retrieval_score=0.9)
+
+
+def test_a_policy_stores_only_its_overrides_and_reads_full_stored_objects() -> None:
+    full = {**EXAMPLE, "min_retrieval_score": 0.87, "max_cheap_words": 40}
+    policy = RoutingPolicy.from_dict(full)
+
+    assert policy is not None and RoutingPolicy.from_dict(policy.as_json()) == policy
+    assert policy.as_dict() == {
+        "cheap_model": "gpt-4o-mini",
+        "strong_model": "gpt-4o",
+        "fallback_models": ["gpt-4o-mini"],
+        "timeout_seconds": 30.0,
+    }
 
 
 def test_configured_fallbacks_replace_the_other_tier() -> None:

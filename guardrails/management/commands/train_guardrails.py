@@ -64,24 +64,7 @@ class Command(BaseCommand):
         corpus = training.training_corpus(
             root, clinc=options["clinc"], squad=options["squad"], drcd=options["drcd"], covid=options["covid"]
         )
-        cache = training.EmbeddingCache(cache_path, model_name)
-        sanitized = {r.text: checks.sanitize(r.text) for r in corpus.rows}
-        started = time.perf_counter()
-
-        def progress(done: int, total: int) -> None:
-            sys.stderr.write(f"\rembedding {done}/{total}")
-            if done == total:
-                sys.stderr.write("\n")
-
-        try:
-            vectors = cache.embed(
-                [sanitized[r.text] for r in corpus.rows],
-                lambda batch: provider.embed(batch, kind="query").vectors,
-                progress=progress,
-            )
-        except provider.ProviderError as exc:
-            raise CommandError(f"Embedding failed: {exc}") from exc
-        embed_seconds = time.perf_counter() - started
+        vectors, embed_seconds = _embed(corpus, training.EmbeddingCache(cache_path, model_name))
         index = {r.text: i for i, r in enumerate(corpus.rows)}
 
         def matrix(rows: list[training.Row]) -> Any:
@@ -104,20 +87,7 @@ class Command(BaseCommand):
             ],
             matrix,
         )
-        common = {
-            "embedding_model": model_name,
-            "split": {"salt": training.SPLIT_SALT, "held_out_percent": training.HELD_OUT_PERCENT},
-            "sources": [
-                "do-not-answer",
-                "prompt-injections (deepset, 462-row part)",
-                "squad 2.0 dev questions",
-                "clinc150",
-                "hand-written benign (guardrails/training.py)",
-                "sounds-harmful, safe and unsafe (guardrails/data/sounds_harmful.jsonl, its train split)",
-                "drcd questions",
-                "covid-qa questions",
-            ],
-        }
+        common = _provenance(model_name)
         for name, fitted in (("harm", harm), ("injection", injection)):
             model = fitted.model
             model.meta.update(common)
@@ -137,6 +107,45 @@ class Command(BaseCommand):
             checks._load.cache_clear()
             result["written"] = [str(out / "harm.json"), str(out / "injection.json")]
         self.stdout.write(json.dumps(result, indent=2, default=str))
+
+
+def _embed(corpus: training.Corpus, cache: training.EmbeddingCache) -> tuple[Any, float]:
+    """The rows' query embeddings (of their sanitised text, as the checks embed it), and the seconds taken."""
+    sanitized = {r.text: checks.sanitize(r.text) for r in corpus.rows}
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        sys.stderr.write(f"\rembedding {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+
+    try:
+        vectors = cache.embed(
+            [sanitized[r.text] for r in corpus.rows],
+            lambda batch: provider.embed(batch, kind="query").vectors,
+            progress=progress,
+        )
+    except provider.ProviderError as exc:
+        raise CommandError(f"Embedding failed: {exc}") from exc
+    return vectors, time.perf_counter() - started
+
+
+def _provenance(model_name: str) -> dict[str, Any]:
+    """What every model file says about its embedding model, split and sources."""
+    return {
+        "embedding_model": model_name,
+        "split": {"salt": training.SPLIT_SALT, "held_out_percent": training.HELD_OUT_PERCENT},
+        "sources": [
+            "do-not-answer",
+            "prompt-injections (deepset, 462-row part)",
+            "squad 2.0 dev questions",
+            "clinc150",
+            "hand-written benign (guardrails/training_data.py)",
+            "sounds-harmful, safe and unsafe (guardrails/data/sounds_harmful.jsonl, its train split)",
+            "drcd questions",
+            "covid-qa questions",
+        ],
+    }
 
 
 def _held_out(
