@@ -273,9 +273,8 @@ class Fitted:
 def harm_scores(probabilities: np.ndarray, classes: list[str], texts: Sequence[str]) -> np.ndarray:
     """The inference-time harm score from classifier probabilities: rules and benign senses applied."""
     from guardrails import harm
-    from guardrails.normalize import normalize
-
     from guardrails.input_checks import BENIGN_SENSE_FACTOR
+    from guardrails.normalize import normalize
 
     benign = classes.index(BENIGN)
     scores = 1 - probabilities[:, benign]
@@ -283,9 +282,9 @@ def harm_scores(probabilities: np.ndarray, classes: list[str], texts: Sequence[s
         normalized = normalize(text)
         hits = harm.rule_hits(normalized.all_texts)
         ranked = [(p, c) for p, c in zip(probabilities[i], classes, strict=True) if c != BENIGN]
-        if harm.benign_sense(normalized.text) and not any(h.action == harm.BLOCK for h in hits):
-            scores[i] *= BENIGN_SENSE_FACTOR
-        elif max(ranked)[1] == "privacy" and harm.record_question(normalized.text):
+        benign_sense = harm.benign_sense(normalized.text) and not any(h.action == harm.BLOCK for h in hits)
+        record = max(ranked)[1] == "privacy" and harm.record_question(normalized.text)
+        if benign_sense or record:  # as input_checks.dampen does
             scores[i] *= BENIGN_SENSE_FACTOR
         if hits:
             scores[i] = max(scores[i], 0.9)
