@@ -13,9 +13,9 @@ from django.test.utils import CaptureQueriesContext
 from answer_cache import lookup as cache_lookup
 from answer_cache import services as answer_cache
 from answer_cache.models import CachedAnswer
-from assistant import pipeline, services, tasks
-from assistant.pipeline import retrieval
+from assistant import services, tasks
 from assistant.models import Answer, Assistant, Conversation, Message
+from assistant.pipeline import retrieval
 from guardrails.checks import check_chunk
 from knowledge.models import Document
 from tests import factories

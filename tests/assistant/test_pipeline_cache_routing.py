@@ -9,7 +9,7 @@ import pytest
 
 from answer_cache import services as answer_cache_services
 from answer_cache.models import CachedAnswer
-from assistant import pipeline, serializers, services
+from assistant import serializers, services
 from assistant.models import Answer, Assistant, Conversation
 from gateway import provider
 from knowledge.models import Document
