@@ -1,30 +1,15 @@
 """Which model answers a question: a routing policy per assistant, and the decision with its reason.
 
-INTEGRATION (assistant/pipeline.py, `answer_events`; the routing app does not edit it):
-
-1. After retrieval and the weak-retrieval abstention, before the tool rounds:
-
-       from routing.policy import route_decide
-       best = max((s.vector_score or 0.0 for s in turn.sources), default=None)
-       pinned = config.model if config is not None and config.model != assistant.chat_model else None
-       decision = route_decide(assistant=assistant, question=turn.question, retrieval_score=best,
-                               history=turn.history, pinned_model=pinned)
-       turn.config = dataclasses.replace(turn.config, model=decision.model)
-
-   `pinned` keeps replays and eval runs whose snapshot names another model (the fine-tune
-   gate's candidate run) on that model: the decision is then route "fixed".
-2. The streamed model call: replace `provider.chat_stream(...)` with
-
-       stream = routing.fallback.stream_with_fallback(messages, decision=decision,
-                                                      params=turn.config.params(), json_schema=...)
-       for event in stream: ...            # the same StreamDelta / ChatResult events
-       decision = stream.decision          # says "fallback" and from which model, if it fell back
-       turn.config = dataclasses.replace(turn.config, model=decision.model)
-
-   and the tool-round and repair calls `provider.chat(...)` with
-   `result, decision = routing.fallback.chat_with_fallback(messages, decision=decision, params=..., ...)`.
-3. `_record(...)`: pass `route=decision.as_json()` (Answer.route); Answer.model is then the model
-   that answered. Abstentions before the model call may record nothing (route stays {}).
+`route_decide` is step 11 of an answer (assistant/pipeline/prompting.py, `route`): after retrieval
+and the weak-retrieval abstention, before the tool rounds, it picks the model from the question,
+retrieval's best vector match and the history, and says why (`Decision`: route, model, reason,
+features). A replay or eval run whose settings name another model than the assistant's passes
+it as `pinned_model`, and the decision is then route "fixed". The pipeline makes every model
+call of the turn on the decided model through routing.fallback (`stream_with_fallback` for the
+streamed answer, `chat_with_fallback` for tool rounds and the repair), which moves on to the
+policy's fallback models on a timeout or outage and returns the decision that answered; the
+Answer records it (`Answer.route`, `Decision.as_json()`), and its `model` is the one that
+answered. Abstentions before the model call record none (route stays {}).
 
 A policy is `Assistant.routing`, a JSON object; an empty one means "always the assistant's own
 model". `RoutingPolicy.from_dict` validates it and raises RoutingConfigError listing every

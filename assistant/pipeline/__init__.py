@@ -2,7 +2,10 @@
 
 `answer_events` is a generator so the chat page can stream the answer as it is written; every
 other caller (the API, the CLI, evals, replays) drains it with `run_to_answer`. It reads as the
-numbered steps of docs/architecture.md; each step is a function of the module named beside it.
+numbered steps of docs/architecture.md ("A question, end to end", 3 to 15), each a function of a
+module of this package: a step that may end the turn returns its outcome (or None), generation
+streams through one sub-generator that returns the model's reply, and the record is made from
+the finished turn.
 """
 
 from __future__ import annotations
@@ -122,9 +125,9 @@ def answer_events(
     rewrite, without a chat call; retrieved chunks holding instructions are neutralised; the
     answer is redacted as it streams and checked as a whole at the end.
     """
-    turn, original = _begin(assistant, user, question, history, config)
+    turn, original = _begin(assistant, user, question, history, config)  # 3.
     replaying = pinned_chunk_ids is not None or config is not None
-    # 1. The same question asked before is answered again without embedding it (not when the
+    # 4. The same question asked before is answered again without embedding it (not when the
     # message held personal data: the input checks decide what happens to it under pii_action).
     turn.exact_tried = not (replaying or _personal(turn, original))
     hit = cache.exact_hit(turn)
@@ -132,34 +135,34 @@ def answer_events(
         yield from cache.served(turn, hit)
         return
     yield Stage("retrieving")
-    embed_question(turn)  # 2.
-    # 3. A paraphrase of a question answered before is served without a search when the input
+    embed_question(turn)  # 5.
+    # 6. A paraphrase of a question answered before is served without a search when the input
     # checks find nothing in it; the lookup is counted once that is decided.
     hit = None if replaying else cache.similar_hit(turn)
     if hit is not None and cache.prechecked(turn, original, hit):
         cache.count(turn, hit)
         yield from cache.served(turn, hit)
         return
-    retrieve(turn, pinned_chunk_ids)  # 4.
-    stopped = stopped_by_input(turn, original)  # 5.
+    retrieve(turn, pinned_chunk_ids)  # 7.
+    stopped = stopped_by_input(turn, original)  # 8.
     if stopped is not None:
         yield from _ended(turn, lambda _turn: stopped)
         return
     if not replaying:
         cache.count(turn, hit)
-    if hit is not None:
+    if hit is not None:  # 6, decided: a flagged message the checks let through after retrieval
         yield from cache.served(turn, hit)
         return
-    yield from _evidence(turn)  # 6.
-    if retrieval_is_weak(turn):  # 7.
+    yield from _evidence(turn)  # 9.
+    if retrieval_is_weak(turn):  # 10.
         yield from _ended(turn, _not_found)
         return
-    route(turn, _pinned_model(assistant, config))  # 8.
-    if assistant.tools_enabled:  # 9.
+    route(turn, _pinned_model(assistant, config))  # 11.
+    if assistant.tools_enabled:  # 12.
         yield Stage("searching")
         tool_rounds(turn)
-    reply = yield from generate(turn)  # 10.
-    yield from _ended(turn, partial(final_outcome, reply=reply), streamed=True)  # 11.
+    reply = yield from generate(turn)  # 13, 14.
+    yield from _ended(turn, partial(final_outcome, reply=reply), streamed=True)  # 15.
 
 
 def _begin(
@@ -169,7 +172,7 @@ def _begin(
     history: list[tuple[str, str]] | None,
     config: Settings | None,
 ) -> tuple[Turn, str]:
-    """The turn for the normalised, redacted question, and the user's original message."""
+    """Step 3: the turn for the normalised, redacted question, and the user's original message."""
     began = time.perf_counter()
     original = validate_question(question)
     rules = guard_config(assistant)
@@ -202,7 +205,7 @@ def _pinned_model(assistant: Assistant, config: Settings | None) -> str | None:
 
 
 def _evidence(turn: Turn) -> Iterator[Event]:
-    """Step 6: the sentences of the sources that best answer the question (`evidence.select`)."""
+    """Step 9: the sentences of the sources that best answer the question (`evidence.select`)."""
     if not turn.sources:
         return
     turn.selection = evidence.select(turn.question, turn.sources, query_vector=turn.retrieval_vector)
@@ -212,7 +215,7 @@ def _evidence(turn: Turn) -> Iterator[Event]:
 
 
 def _not_found(turn: Turn) -> Outcome:
-    """Step 7: nothing retrieved matches closely enough; a more specific question is offered."""
+    """Step 10: nothing retrieved matches closely enough; a more specific question is offered."""
     off_topic = "off_topic" in turn.verdicts.get("categories", [])
     return Outcome.of(
         text=NOT_FOUND_TEXT,
@@ -226,7 +229,7 @@ def _not_found(turn: Turn) -> Outcome:
 
 
 def _ended(turn: Turn, outcome: Callable[[Turn], Outcome], *, streamed: bool = False) -> Iterator[Event]:
-    """Step 11, once the turn is finished: its outcome, and the record of both. Text not streamed
+    """Step 15, once the turn is finished: its outcome, and the record of both. Text not streamed
     yet comes first, whole; a generated answer the cache may keep carries what retrieval
     searched for, so the cache stores it under the same key and vector."""
     turn.finish()

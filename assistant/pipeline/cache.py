@@ -1,4 +1,4 @@
-"""Steps 1 and 3 of an answer: the answer cache, looked up by the exact question before anything
+"""Steps 4 and 6 of an answer: the answer cache, looked up by the exact question before anything
 is embedded, then by a similar question with the question's vector; a hit is served without a
 model call. A cache failure is only a miss."""
 
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 
 def exact_hit(turn: Turn) -> answer_cache.CacheHit | None:
-    """Step 1: an earlier answer to the same question (no embedding), counted when found.
+    """Step 4: an earlier answer to the same question (no embedding), counted when found.
 
     It passed the input checks when it was first asked, so it is served at once.
     """
@@ -42,7 +42,7 @@ def exact_hit(turn: Turn) -> answer_cache.CacheHit | None:
 
 
 def similar_hit(turn: Turn) -> answer_cache.CacheHit | None:
-    """Step 3: an earlier answer to a similar question (by the retrieval vector), not yet counted:
+    """Step 6: an earlier answer to a similar question (by the retrieval vector), not yet counted:
     the input checks decide whether it is served (`prechecked`, then `count`)."""
     try:
         return answer_cache.cache_lookup_similar(

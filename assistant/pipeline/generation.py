@@ -1,4 +1,4 @@
-"""Step 10 of an answer: the model writes it, streamed to the reader as it comes (redacted
+"""Steps 13 and 14 of an answer: the model writes it, streamed to the reader as it comes (redacted
 sentence by sentence), then parsed, repaired once if unusable, and checked."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The guardrail steps of an answer: the input checks (step 5), which may end the turn with an
-abstention and a safe rewrite, and the output checks on the model's answer (step 10)."""
+"""The guardrail steps of an answer: the input checks (step 8), which may end the turn with an
+abstention and a safe rewrite, and the output checks on the model's answer (step 14)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def _only_personal_data(result: InputResult) -> bool:
 
 
 def stopped_by_input(turn: Turn, original: str) -> Outcome | None:
-    """Step 5: the input checks; the abstention for a message they stop, or None to answer it
+    """Step 8: the input checks; the abstention for a message they stop, or None to answer it
     (redacted).
 
     A safe rewrite is offered, editable, whenever one exists; only a request with none is refused.

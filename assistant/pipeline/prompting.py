@@ -1,5 +1,5 @@
-"""The model calls of an answer: its prompt, the routing decision (step 8), the tool rounds
-(step 9), and the one repair of an unusable JSON answer."""
+"""The model calls of an answer: its prompt, the routing decision (step 11), the tool rounds
+(step 12), and the one repair of an unusable JSON answer."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def chat(turn: Turn, prompt: list[dict[str, Any]], **kwargs: Any) -> provider.Ch
 
 
 def route(turn: Turn, pinned_model: str | None) -> None:
-    """Step 8: choose the model for this question (routing.policy); a replay or eval keeps its own."""
+    """Step 11: choose the model for this question (routing.policy); a replay or eval keeps its own."""
     best = max((s.vector_score or 0.0 for s in turn.sources), default=None)
     with turn.timed("routing"):
         turn.routed(

@@ -1,4 +1,4 @@
-"""Step 11 of an answer: what the model's output amounts to (`model_reply`), and which text is
+"""Step 15 of an answer: what the model's output amounts to (`model_reply`), and which text is
 shown (`final_outcome`): the model's answer when it holds, else the evidence, else an abstention."""
 
 from __future__ import annotations

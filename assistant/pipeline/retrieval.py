@@ -1,5 +1,6 @@
-"""Steps 2 and 4 of an answer: embed the question once, then find the sources (a search, or a
-replay's pinned chunks), each retrieved chunk checked for instructions to an AI."""
+"""Steps 5 and 7 of an answer (docs/architecture.md, "A question, end to end"): embed the
+question once, then find the sources (a search, or a replay's pinned chunks), each retrieved
+chunk checked for instructions to an AI."""
 
 from __future__ import annotations
 
