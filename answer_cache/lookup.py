@@ -373,7 +373,7 @@ def _count(assistant: Assistant, kind: str | None, entry_id: int | None = None) 
 
 @dataclass(frozen=True)
 class _Lookup:
-    """What both lookups start from: the normalised question and where entries may come from."""
+    """What both lookups start from: where entries may come from, and when the lookup began."""
 
     scope: _Scope
     started: float
@@ -438,23 +438,20 @@ def cache_lookup_similar(
     question: str,
     history: History,
     query_vector: Sequence[float],
-    exact_key: bool = True,
+    try_exact: bool = True,
     readable: Sequence[int] | None = None,
 ) -> CacheHit | None:
     """The nearest servable entry `MatchRule` accepts for the question's vector (as `query_text`
     builds it): cosine alone at or above settings.ANSWER_CACHE_SIMILARITY, or above
-    ANSWER_CACHE_SIMILARITY_FLOOR with shared content words; or None. With `exact_key`, an exact
+    ANSWER_CACHE_SIMILARITY_FLOOR with shared content words; or None. With `try_exact`, an exact
     match is looked for in the same statement and preferred. Nothing is counted."""
     lookup = _prepare(user, assistant, question, history, readable)
     if lookup is None:
         return None
     rule = MatchRule.from_settings()
-    digest = text_hash(_exact(question)) if exact_key else None
+    digest = text_hash(exact_key(question)) if try_exact else None
     candidates = _candidates(lookup.scope, digest, query_vector, floor=rule.floor, limit=rule.candidates)
     return _hit(rule.choose(question, candidates), lookup.started)
-
-
-_exact = exact_key  # the parameter of cache_lookup_similar hides the function's name
 
 
 def cache_lookup(
@@ -488,7 +485,7 @@ def cache_lookup(
         except provider.ProviderError as exc:
             logger.warning("cache lookup skipped: %s", exc)
         else:
-            hit = cache_lookup_similar(**arguments, query_vector=vector, exact_key=query_vector is not None)
+            hit = cache_lookup_similar(**arguments, query_vector=vector, try_exact=query_vector is not None)
     if hit is not None:
         hit = dataclasses.replace(hit, latency_ms=(time.perf_counter() - started) * 1000)
     cache_lookup_count(assistant=assistant, hit=hit)

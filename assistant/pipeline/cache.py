@@ -52,7 +52,7 @@ def similar_hit(turn: Turn) -> answer_cache.CacheHit | None:
             history=turn.history,
             query_vector=retrieval_vector(turn),
             # The exact key missed before embedding: only the nearest ones are needed then.
-            exact_key=not turn.exact_tried,
+            try_exact=not turn.exact_tried,
             readable=readable(turn),
         )
     except Exception:
