@@ -149,14 +149,15 @@ def _unlock(conversation_id: int) -> None:
 
 
 @contextmanager
-def conversation_lock(conversation_id: int, *, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+def conversation_lock(conversation_id: int, *, wait_seconds: float | None = None) -> Iterator[None]:
     """A session-level advisory lock: two answers in one conversation are made one after the other.
 
-    Waits at most `wait_seconds` (then raises ConversationBusy), so a stuck answer cannot hold a
-    web thread forever. The lock belongs to the database session, so it is released when the
-    process writing the answer dies; `messages_orphaned_recover` relies on that.
+    Waits at most `wait_seconds` (LOCK_WAIT_SECONDS by default; then raises ConversationBusy), so
+    a stuck answer cannot hold a web thread forever. The lock belongs to the database session, so
+    it is released when the process writing the answer dies; `messages_orphaned_recover` relies
+    on that.
     """
-    deadline = time.monotonic() + wait_seconds
+    deadline = time.monotonic() + (LOCK_WAIT_SECONDS if wait_seconds is None else wait_seconds)
     with connection.cursor() as cursor:
         while not _try_lock(cursor, conversation_id):
             if time.monotonic() > deadline:
