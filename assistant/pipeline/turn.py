@@ -165,10 +165,6 @@ class Outcome:
     def of(cls, **fields: Any) -> Outcome:
         return cls(fields=fields)
 
-    @property
-    def text(self) -> str:
-        return str(self.fields["text"])
-
 
 @dataclass
 class Turn:
