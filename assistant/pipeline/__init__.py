@@ -209,7 +209,7 @@ def _evidence(turn: Turn) -> Iterator[Event]:
     if not turn.sources:
         return
     turn.selection = evidence.select(turn.question, turn.sources, query_vector=turn.retrieval_vector)
-    turn.latency["evidence"] = round(turn.selection.latency_ms, 1)
+    turn.add_latency("evidence", turn.selection.latency_ms)
     if turn.selection.items:
         yield EvidenceFound(items=turn.selection.items, level=turn.selection.level)
 

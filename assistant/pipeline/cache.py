@@ -5,7 +5,6 @@ model call. A cache failure is only a miss."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 
 from answer_cache import services as answer_cache
@@ -80,6 +79,6 @@ def count(turn: Turn, hit: answer_cache.CacheHit | None) -> None:
 
 def served(turn: Turn, hit: answer_cache.CacheHit) -> Iterator[Event]:
     """The earlier answer's text, then its record (a new Answer pointing at it)."""
-    answer = record_cache_hit(turn, hit, (time.perf_counter() - turn.began) * 1000)
+    answer = record_cache_hit(turn, hit, turn.elapsed_ms())
     yield Delta(hit.text)
     yield Done(answer)

@@ -144,7 +144,7 @@ def output_checked(turn: Turn, text: str) -> tuple[str, str]:
     turn.verdicts["output_categories"] = list(result.categories)
     if result.reason:
         turn.verdicts["output_reason"] = result.reason
-    turn.latency["guard_output"] = round(result.latency_ms, 1)
+    turn.add_latency("guard_output", result.latency_ms)
     if result.action == "block":
         return WITHHELD_TEXT, "block"
     return result.text, result.action

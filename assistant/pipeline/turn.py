@@ -214,6 +214,9 @@ class Turn:
     def add_latency(self, name: str, ms: float) -> None:
         self.latency[name] = round(self.latency.get(name, 0.0) + ms, 1)
 
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.began) * 1000
+
     def finish(self) -> None:
         """The turn's total time so far: set once its answer is decided."""
-        self.latency["total"] = round((time.perf_counter() - self.began) * 1000, 1)
+        self.latency["total"] = round(self.elapsed_ms(), 1)
