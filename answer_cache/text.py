@@ -4,7 +4,9 @@
 - `exact_key`: what the exact-match hash is taken of; also drops what never changes what is asked
   (contractions spelled out, sentence punctuation, "please" and "thanks" at either end).
 - `content_terms` and `word_overlap`: the lexical check a semantic candidate must pass when its
-  cosine similarity alone is not high enough (see answer_cache.services.match_accepts).
+  cosine similarity alone is not high enough (see answer_cache.lookup.MatchRule).
+- `context_key` and `query_text`: a follow-up question is keyed and embedded with the one before
+  it, by the rule retrieval follows (`common.text.is_follow_up`).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 
-from common.text import NUMBER
+from common.text import NUMBER, is_follow_up, search_text
 from common.text import content_terms as content_words
 
 _SPACE = re.compile(r"\s+")
@@ -90,3 +93,26 @@ def word_overlap(a: str, b: str) -> float:
 
 def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --- keys of a question in a conversation ----------------------------------------------------
+
+History = Sequence[tuple[str, str]]
+
+
+def context_key(question: str, history: History) -> str:
+    """Empty for a question that stands alone; the previous question's hash for a follow-up.
+
+    It follows retrieval's rule (`common.text.search_text`): a follow-up is retrieved together
+    with the previous question, so "and for GPL?" after two different questions are two
+    different keys; a full question retrieves the same sources in any conversation and shares
+    its key.
+    """
+    if not is_follow_up(question, history):
+        return ""
+    return text_hash(normalize_question(history[-1][0]))
+
+
+def query_text(question: str, history: History) -> str:
+    """What is embedded: the text retrieval embeds, so the pipeline's vector can be shared."""
+    return search_text(question, history)

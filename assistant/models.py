@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -100,6 +101,66 @@ class Conversation(models.Model):
         return self.title or f"Conversation {self.pk}"
 
 
+class MessageQuerySet(models.QuerySet["Message"]):
+    """The life of an assistant message, each step one conditional update that says whether it
+    happened: pending -> streaming (claimed) -> complete, stopped or error; stopped or error ->
+    pending again (retried). A step whose starting state is gone (the user stopped the answer, a
+    second tab claimed it) changes nothing and returns False."""
+
+    def claim(self, pk: int) -> bool:
+        """Pending -> streaming: only one writer gets a message."""
+        return bool(
+            self.filter(pk=pk, status=Message.Status.PENDING).update(
+                status=Message.Status.STREAMING, error=""
+            )
+        )
+
+    def progress(self, pk: int, content: str) -> bool:
+        """Save the partial text of a streaming message; False once it is no longer streaming
+        (stopped): one statement both saves and learns whether the user stopped."""
+        return bool(self.filter(pk=pk, status=Message.Status.STREAMING).update(content=content))
+
+    def complete(self, pk: int, content: str) -> bool:
+        """Streaming -> complete with its final text; False when it was stopped meanwhile."""
+        return bool(
+            self.filter(pk=pk, status=Message.Status.STREAMING).update(
+                content=content, status=Message.Status.COMPLETE
+            )
+        )
+
+    def fail(self, pk: int, error: str) -> None:
+        """-> error, with what the user is shown beside the retry button."""
+        self.filter(pk=pk).update(status=Message.Status.ERROR, error=error)
+
+    def stop(self, pk: int) -> bool:
+        """Pending or streaming -> stopped, at the user's request; the writer sees it and ends."""
+        return bool(
+            self.filter(pk=pk, status__in=[Message.Status.PENDING, Message.Status.STREAMING]).update(
+                status=Message.Status.STOPPED
+            )
+        )
+
+    def halt(self, pk: int, content: str) -> None:
+        """The writer ended early (stopped by the user, or the reader went away): -> stopped,
+        with what was written kept."""
+        self.filter(pk=pk).update(status=Message.Status.STOPPED, content=content)
+
+    def retry(self, pk: int) -> bool:
+        """Error or stopped -> pending, emptied, so it can be streamed again."""
+        return bool(
+            self.filter(pk=pk, status__in=[Message.Status.ERROR, Message.Status.STOPPED]).update(
+                status=Message.Status.PENDING, error="", content=""
+            )
+        )
+
+    def streaming_before(self, cutoff: datetime) -> MessageQuerySet:
+        return self.filter(status=Message.Status.STREAMING, created_at__lt=cutoff)
+
+    def recover(self, error: str) -> int:
+        """These streaming messages lost their writer: -> error, partial text kept; how many."""
+        return self.filter(status=Message.Status.STREAMING).update(status=Message.Status.ERROR, error=error)
+
+
 class Message(models.Model):
     class Role(models.TextChoices):
         USER = "user", "User"
@@ -121,6 +182,8 @@ class Message(models.Model):
         "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = MessageQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "pk"]

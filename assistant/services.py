@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
 from answer_cache import services as answer_cache
@@ -111,36 +113,53 @@ class ConversationBusy(Exception):
     pass
 
 
-class _ConversationLock:
+# The first half of the two-int advisory-lock key of a conversation's answer lock (the second is
+# the conversation's id): a class of its own, so no other advisory lock can collide with it.
+CONVERSATION_LOCK_CLASS = 4242
+
+
+def _try_lock(cursor: CursorWrapper, conversation_id: int) -> bool:
+    cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [CONVERSATION_LOCK_CLASS, conversation_id])
+    row = cursor.fetchone()
+    return bool(row and row[0])
+
+
+def _unlock(conversation_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [CONVERSATION_LOCK_CLASS, conversation_id])
+
+
+@contextmanager
+def conversation_lock(conversation_id: int, *, wait_seconds: float | None = None) -> Iterator[None]:
     """A session-level advisory lock: two answers in one conversation are made one after the other.
 
-    Waits at most LOCK_WAIT_SECONDS, so a stuck answer cannot hold a web thread forever. The
-    lock belongs to the database session, so it is released when the process writing the
-    answer dies; `messages_orphaned_recover` relies on that.
+    Waits at most `wait_seconds` (LOCK_WAIT_SECONDS by default; then raises ConversationBusy), so
+    a stuck answer cannot hold a web thread forever. The lock belongs to the database session, so
+    it is released when the process writing the answer dies; `messages_orphaned_recover` relies
+    on that.
     """
+    deadline = time.monotonic() + (LOCK_WAIT_SECONDS if wait_seconds is None else wait_seconds)
+    with connection.cursor() as cursor:
+        while not _try_lock(cursor, conversation_id):
+            if time.monotonic() > deadline:
+                raise ConversationBusy("Another answer in this conversation is still being written.")
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        _unlock(conversation_id)
 
-    def __init__(self, conversation_id: int) -> None:
-        self.key = conversation_id
 
-    def try_acquire(self) -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [4242, self.key])
-            return bool(cursor.fetchone()[0])
-
-    def __enter__(self) -> None:
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
-        with connection.cursor() as cursor:
-            while True:
-                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [4242, self.key])
-                if cursor.fetchone()[0]:
-                    return
-                if time.monotonic() > deadline:
-                    raise ConversationBusy("Another answer in this conversation is still being written.")
-                time.sleep(0.2)
-
-    def __exit__(self, *exc: object) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [4242, self.key])
+@contextmanager
+def conversation_lock_if_free(conversation_id: int) -> Iterator[bool]:
+    """The conversation's lock if nobody holds it, without waiting: yields whether it was taken."""
+    with connection.cursor() as cursor:
+        taken = _try_lock(cursor, conversation_id)
+    try:
+        yield taken
+    finally:
+        if taken:
+            _unlock(conversation_id)
 
 
 _TURN_MESSAGES = Message.objects.select_related(
@@ -154,10 +173,7 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
     Claims the message first (pending -> streaming), so a second tab gets nothing. A stop
     request (`message_stop`) or a closed connection ends generation and keeps the partial text.
     """
-    claimed = Message.objects.filter(pk=message.pk, status=Message.Status.PENDING).update(
-        status=Message.Status.STREAMING, error=""
-    )
-    if not claimed:
+    if not Message.objects.claim(message.pk):
         return
     # One query for everything the turn reads of its message: the question, the conversation, its
     # user, and the assistant with its prompt (lazy loads would be five more).
@@ -166,71 +182,65 @@ def answer_stream(*, message: Message) -> Iterator[pipeline.Event | Failed]:
     try:
         usage.budget_check(user=conversation.user)  # before any model call, read fresh each time
     except usage.BudgetExceeded as exc:
-        Message.objects.filter(pk=message.pk).update(status=Message.Status.ERROR, error=exc.message)
+        Message.objects.fail(message.pk, exc.message)
         yield Failed(exc.message)
         return
-    question = message.reply_to.content if message.reply_to else ""
+    try:
+        with conversation_lock(conversation.pk):
+            yield from _answer_written(message)
+    except ConversationBusy as exc:
+        Message.objects.fail(message.pk, f"{exc} Press retry.")
+        yield Failed(str(exc))
+
+
+def _answer_written(message: Message) -> Iterator[pipeline.Event | Failed]:
+    """The claimed message's answer, made under its conversation's lock: streamed, saved with
+    its partial text as it goes, and ended as complete, error, or stopped with what was written."""
+    conversation = message.conversation
     partial: list[str] = []
     finished = False
     tracker = usage.Tracker(user=conversation.user, purpose=usage.Purpose.ANSWER)
     try:
-        lock = _ConversationLock(conversation.pk)
-        lock.__enter__()
-    except ConversationBusy as exc:
-        Message.objects.filter(pk=message.pk).update(status=Message.Status.ERROR, error=f"{exc} Press retry.")
-        yield Failed(str(exc))
-        return
-    try:
-        try:
-            last_check = time.monotonic()
-            events = pipeline.answer_events(
-                assistant=conversation.assistant,
-                user=conversation.user,
-                question=question,
-                history=history_before(message),
-            )
-            for event in usage.tracked(tracker, events):
-                if isinstance(event, pipeline.Delta):
-                    partial.append(event.text)
-                if isinstance(event, pipeline.Done):
-                    finished = _answer_save(message=message, done=event, tracker=tracker)
-                    if not finished:
-                        break  # stopped just before the end: the stop wins
-                elif time.monotonic() - last_check > STOP_CHECK_SECONDS:
-                    # One statement both saves the partial text and learns whether the user stopped.
-                    last_check = time.monotonic()
-                    still_streaming = Message.objects.filter(
-                        pk=message.pk, status=Message.Status.STREAMING
-                    ).update(content="".join(partial))
-                    if not still_streaming:
-                        break
-                yield event
-        except provider.ProviderError as exc:
-            logger.warning("answer for message %s failed: %s", message.pk, exc)
-            Message.objects.filter(pk=message.pk).update(
-                status=Message.Status.ERROR, error=f"{exc} Your question is kept; press retry."
-            )
-            finished = True
-            yield Failed(str(exc))
-        except pipeline.QuestionRejected as exc:
-            Message.objects.filter(pk=message.pk).update(status=Message.Status.ERROR, error=str(exc))
-            finished = True
-            yield Failed(str(exc))
-        except Exception:
-            logger.exception("answer for message %s crashed", message.pk)
-            Message.objects.filter(pk=message.pk).update(
-                status=Message.Status.ERROR, error="Something went wrong while answering. Press retry."
-            )
-            finished = True
-            yield Failed("Something went wrong while answering.")
-        finally:
-            if not finished:
-                # Stopped by the user, or the browser went away: keep what was written.
-                Message.objects.filter(pk=message.pk).update(
-                    status=Message.Status.STOPPED, content="".join(partial)
-                )
+        last_check = time.monotonic()
+        events = pipeline.answer_events(
+            assistant=conversation.assistant,
+            user=conversation.user,
+            question=message.reply_to.content if message.reply_to else "",
+            history=history_before(message),
+        )
+        for event in usage.tracked(tracker, events):
+            if isinstance(event, pipeline.Delta):
+                partial.append(event.text)
+            if isinstance(event, pipeline.Done):
+                finished = _answer_save(message=message, done=event, tracker=tracker)
+                if not finished:
+                    break  # stopped just before the end: the stop wins
+            elif time.monotonic() - last_check > STOP_CHECK_SECONDS:
+                last_check = time.monotonic()
+                if not Message.objects.progress(message.pk, "".join(partial)):
+                    break
+            yield event
+    except provider.ProviderError as exc:
+        logger.warning("answer for message %s failed: %s", message.pk, exc)
+        finished = True
+        yield from _failed(message, f"{exc} Your question is kept; press retry.", str(exc))
+    except pipeline.QuestionRejected as exc:
+        finished = True
+        yield from _failed(message, str(exc), str(exc))
+    except Exception:
+        logger.exception("answer for message %s crashed", message.pk)
+        finished = True
+        error = "Something went wrong while answering."
+        yield from _failed(message, f"{error} Press retry.", error)
     finally:
-        lock.__exit__()
+        if not finished:
+            # Stopped by the user, or the browser went away: keep what was written.
+            Message.objects.halt(message.pk, "".join(partial))
+
+
+def _failed(message: Message, error: str, shown: str) -> Iterator[Failed]:
+    Message.objects.fail(message.pk, error)
+    yield Failed(shown)
 
 
 def _answer_save(*, message: Message, done: pipeline.Done, tracker: usage.Tracker | None = None) -> bool:
@@ -242,10 +252,7 @@ def _answer_save(*, message: Message, done: pipeline.Done, tracker: usage.Tracke
     """
     answer = done.answer
     with transaction.atomic():
-        completed = Message.objects.filter(pk=message.pk, status=Message.Status.STREAMING).update(
-            content=answer.text, status=Message.Status.COMPLETE
-        )
-        if not completed:
+        if not Message.objects.complete(message.pk, answer.text):
             return False
         answer.message = message
         _save_with_flags(answer, tracker)
@@ -379,40 +386,27 @@ def messages_orphaned_recover(*, conversation_id: int | None = None) -> int:
     many messages were recovered. Runs from beat, and when a conversation is opened.
     """
     cutoff = timezone.now() - timedelta(seconds=ORPHAN_AFTER_SECONDS)
-    streaming = Message.objects.filter(status=Message.Status.STREAMING, created_at__lt=cutoff)
+    streaming = Message.objects.streaming_before(cutoff)
     if conversation_id is not None:
         streaming = streaming.filter(conversation_id=conversation_id)
     recovered = 0
     for pk in sorted(set(streaming.values_list("conversation_id", flat=True))):
-        lock = _ConversationLock(pk)
-        if not lock.try_acquire():
-            continue  # someone is still writing an answer here
-        try:
-            recovered += streaming.filter(conversation_id=pk).update(
-                status=Message.Status.ERROR, error=INTERRUPTED_TEXT
-            )
-        finally:
-            lock.__exit__()
+        with conversation_lock_if_free(pk) as free:
+            if free:  # else someone is still writing an answer here
+                recovered += streaming.filter(conversation_id=pk).recover(INTERRUPTED_TEXT)
     if recovered:
         logger.info("recovered %s interrupted answer(s)", recovered)
     return recovered
 
 
 def message_stop(*, message: Message) -> bool:
-    return bool(
-        Message.objects.filter(
-            pk=message.pk, status__in=[Message.Status.PENDING, Message.Status.STREAMING]
-        ).update(status=Message.Status.STOPPED)
-    )
+    """Stop a pending or streaming answer; its writer keeps what was written (`answer_stream`)."""
+    return Message.objects.stop(message.pk)
 
 
 def message_retry(*, message: Message) -> bool:
     """Put a failed or stopped answer back to pending so it can be streamed again."""
-    return bool(
-        Message.objects.filter(
-            pk=message.pk, status__in=[Message.Status.ERROR, Message.Status.STOPPED]
-        ).update(status=Message.Status.PENDING, error="", content="")
-    )
+    return Message.objects.retry(message.pk)
 
 
 def answer_regenerate(*, message: Message) -> Message:

@@ -209,7 +209,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     assistant.collections.set([collection])
     assistant.min_similarity = 0.0  # every question is answered (and can be cached) in this bench
     assistant.save(update_fields=["min_similarity"])
-    # What the pipeline asks once per turn and hands to the cache (assistant.pipeline._readable).
+    # What the pipeline asks once per turn and hands to the cache (assistant.pipeline.retrieval.readable).
     readable = knowledge_selectors.readable_collection_ids(user, [collection.pk])
 
     if not args.real_chat:

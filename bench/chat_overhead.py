@@ -387,7 +387,9 @@ def main() -> int:
 
     selectors.search = search_with_plan  # type: ignore[assignment]
     # Where the time goes inside a turn: each wrapped function adds its wall time to `spent`.
-    from assistant import grounding, pipeline
+    from assistant import grounding
+    from assistant.pipeline import generation, prompting
+    from assistant.pipeline import guard as pipeline_guard
 
     spent: dict[str, float] = {}
     undo = [
@@ -397,8 +399,9 @@ def main() -> int:
         wrap_timed(selectors, "readable_collection_ids", spent),
         wrap_timed(selectors, "_vector_candidates", spent, "vector_sql"),
         wrap_timed(selectors, "keyword_sides", spent, "keyword_sql"),
-        wrap_timed(pipeline, "_messages", spent, "prompt_build"),
-        wrap_timed(pipeline, "parse_payload", spent, "json_validate"),
+        # Each pipeline module that calls them holds its own name for them.
+        *(wrap_timed(m, "messages", spent, "prompt_build") for m in (prompting, generation, pipeline_guard)),
+        *(wrap_timed(m, "parse_payload", spent, "json_validate") for m in (generation, prompting)),
         wrap_timed(grounding, "check", spent, "grounding_check"),
     ]
     steps: dict[str, list[float]] = {}

@@ -150,7 +150,7 @@ def measure(
     hits = hits[:top_k]
     if not hits or (drop_own and any(holds(h.chunk.text, question.answers) for h in hits)):
         return None  # another paragraph holds the answer too: not a question the knowledge lacks
-    sources = pipeline._sources_from_hits(hits, 1)
+    sources = pipeline.sources_from_hits(hits, 1)
     selection = evidence.select(question.text, sources, query_vector=vector)
     shown = evidence.answer_text(selection)
     answerable = bool(question.answers) and not drop_own and not question.impossible

@@ -177,11 +177,11 @@ def main() -> int:
                     history=[],
                     config=pipeline.Settings.of(assistant),
                 )
-                pipeline._retrieve(turn)
+                pipeline.retrieve(turn)
                 started = time.perf_counter()
                 raw_s = first_delta_seconds(
                     original_stream(
-                        pipeline._messages(turn),
+                        pipeline.messages(turn),
                         params=turn.config.params(),
                         json_schema=pipeline.ANSWER_SCHEMA,
                     ),

@@ -231,3 +231,19 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     dot = math.fsum(float(x) * float(y) for x, y in zip(a, b, strict=True))
     norm = math.sqrt(math.fsum(float(x) ** 2 for x in a)) * math.sqrt(math.fsum(float(y) ** 2 for y in b))
     return dot / norm if norm else 0.0
+
+
+# --- follow-ups -------------------------------------------------------------------------------
+
+FOLLOW_UP_MAX_TERMS = 3  # a question with this many content terms or fewer leans on the one before
+
+
+def is_follow_up(question: str, history: Sequence[tuple[str, str]]) -> bool:
+    """A short question after another ("and for GPL?") that needs the one before it to be understood."""
+    return bool(history) and len(content_terms(question)) <= FOLLOW_UP_MAX_TERMS
+
+
+def search_text(question: str, history: Sequence[tuple[str, str]]) -> str:
+    """What is searched for (and embedded) for `question`: a follow-up together with the previous
+    question, anything else as it stands. Retrieval and the answer cache both use this rule."""
+    return f"{history[-1][0]} {question}" if is_follow_up(question, history) else question

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from answer_cache import lookup as cache_lookup
 from answer_cache import selectors, services, tasks
 from answer_cache.models import CacheCounter, CachedAnswer
 from answer_cache.text import normalize_question
@@ -227,17 +228,17 @@ def test_the_same_question_hits_without_an_embedding(
     assert entry.hits == 1 and entry.last_hit_at is not None
 
 
-def test_a_close_paraphrase_hits_by_similarity_and_shares_its_vector(
-    assistant: Assistant, owner: Any, member: Any, expenses: Document
+def test_a_close_paraphrase_hits_by_similarity(
+    assistant: Assistant, owner: Any, member: Any, expenses: Document, fake_provider: FakeProvider
 ) -> None:
     services.cache_store(answer=make_answer(assistant, owner, [expenses]))
-    vectors: list[list[float]] = []
+    embedded = len(fake_provider.embedded)
 
-    hit = lookup(member, assistant, "When are the expense reports due?", vector_out=vectors)
+    hit = lookup(member, assistant, "When are the expense reports due?")
 
     assert hit is not None and hit.kind == "semantic"
     assert 0.8 <= hit.similarity < 1.0
-    assert len(vectors) == 1  # embedded here, to be reused by retrieval
+    assert len(fake_provider.embedded) == embedded + 1  # embedded here, no vector given
 
 
 def test_a_given_vector_is_used_and_not_embedded_again(
@@ -247,15 +248,13 @@ def test_a_given_vector_is_used_and_not_embedded_again(
 
     services.cache_store(answer=make_answer(assistant, owner, [expenses]))
     embedded = len(fake_provider.embedded)
-    vectors: list[list[float]] = []
     hit = lookup(
         member,
         assistant,
         "When are the expense reports due?",
         query_vector=fake_vector("When are the expense reports due?"),
-        vector_out=vectors,
     )
-    assert hit is not None and vectors == [] and len(fake_provider.embedded) == embedded
+    assert hit is not None and len(fake_provider.embedded) == embedded
 
 
 def test_a_lookup_with_vector_and_permissions_given_is_one_candidate_statement(
@@ -296,11 +295,11 @@ def test_the_nearest_entries_can_be_walked_through_the_hnsw_index(
 ) -> None:
     from tests.fakes import fake_vector
 
-    scope = services._Scope(
+    scope = cache_lookup._Scope(
         assistant_id=assistant.pk, context_key="", now=timezone.now(), readable=[finance.pk]
     )
-    sql, params = services._candidates_sql(scope, None, fake_vector(QUESTION), floor=0.9, limit=5)
-    exhaustive, values = services._candidates_sql(
+    sql, params = cache_lookup._candidates_sql(scope, None, fake_vector(QUESTION), floor=0.9, limit=5)
+    exhaustive, values = cache_lookup._candidates_sql(
         scope, None, fake_vector(QUESTION), floor=0.9, limit=5, exhaustive=True
     )
 
@@ -326,7 +325,7 @@ def crowded(
 ) -> list[Any]:
     """A walk of three, crowded: three other assistants hold the paraphrase itself, nearer to it
     than this assistant's entry for QUESTION (and nothing lies beyond the floor)."""
-    monkeypatch.setattr(services, "NEAREST_WALK", 3)
+    monkeypatch.setattr(cache_lookup, "NEAREST_WALK", 3)
     services.cache_store(answer=make_answer(assistant, owner, [expenses]))
     others = []
     for i in range(3):
@@ -410,7 +409,12 @@ def test_a_reworded_question_with_the_same_content_words_hits_by_exact_key(
 
     assert hit is not None and hit.kind == "exact"
     assert len(fake_provider.embedded) == embedded
-    assert lookup(member, assistant, "Where are expense reports due?", exact_only=True) is None
+    assert (
+        services.cache_lookup_exact(
+            user=member, assistant=assistant, question="Where are expense reports due?", history=[]
+        )
+        is None
+    )
 
 
 def test_the_match_rule_accepts_by_cosine_or_by_a_lower_cosine_with_shared_words() -> None:
@@ -462,10 +466,10 @@ def test_a_nearer_entry_about_something_else_does_not_block_a_matching_one(
     settings.ANSWER_CACHE_MIN_WORD_OVERLAP = 0.9
 
     question = "When are the expense reports due?"
-    nearest = services._candidates(
-        services._Scope(assistant.pk, "", timezone.now(), [finance.pk]),
+    nearest = cache_lookup._candidates(
+        cache_lookup._Scope(assistant.pk, "", timezone.now(), [finance.pk]),
         "no such hash",
-        services._embed(question, []),
+        cache_lookup.embed_query(question, []),
         floor=0.0,
         limit=5,
     )
@@ -550,7 +554,7 @@ def checks_recorded(monkeypatch: Any, *, vouched_from: float | None = None) -> l
             )
         return result
 
-    monkeypatch.setattr(pipeline, "check_input", check)
+    monkeypatch.setattr("assistant.pipeline.guard.check_input", check)
     return calls
 
 
@@ -558,7 +562,7 @@ def forbid_search(monkeypatch: Any) -> None:
     def no_search(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a cache hit searched the knowledge base")
 
-    monkeypatch.setattr(pipeline.knowledge, "search", no_search)
+    monkeypatch.setattr("knowledge.selectors.search", no_search)
 
 
 def test_a_paraphrase_is_served_after_the_input_checks_without_a_search(
@@ -627,7 +631,14 @@ def test_a_paraphrase_the_input_checks_stop_is_not_served_from_the_cache(
     services.cache_store(answer=make_answer(assistant, member, [expenses]))
     question = f"{QUESTION} Reply to jane.doe@example.com"
     redacted = provider_text(question, pipeline.guard_config(assistant))
-    assert lookup(member, assistant, redacted, count=False) is not None  # what the pipeline finds
+    found = services.cache_lookup_similar(  # what the pipeline finds (not counted)
+        user=member,
+        assistant=assistant,
+        question=redacted,
+        history=[],
+        query_vector=cache_lookup.embed_query(redacted, []),
+    )
+    assert found is not None
 
     answer = assistant_services.answer_for(user=member, question=question, assistant=assistant)
 

@@ -10,10 +10,13 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from answer_cache import lookup as cache_lookup
 from answer_cache import services as answer_cache
 from answer_cache.models import CachedAnswer
-from assistant import pipeline, services, tasks
+from assistant import services, tasks
 from assistant.models import Answer, Assistant, Conversation, Message
+from assistant.pipeline import retrieval
+from guardrails.checks import check_chunk
 from knowledge.models import Document
 from tests import factories
 from tests.expense_policy import GOOD, QUESTION
@@ -173,7 +176,7 @@ def exact_key_lookups(monkeypatch: pytest.MonkeyPatch, *, fail_first: bool = Fal
     """The question hashes the cache is asked for from now on (the first such lookup raising,
     as a dropped connection would, when `fail_first`)."""
     asked: list[str] = []
-    real = answer_cache._candidates
+    real = cache_lookup._candidates
 
     def spy(scope: Any, digest: str | None, *args: Any, **kwargs: Any) -> Any:
         if digest is not None:
@@ -182,7 +185,7 @@ def exact_key_lookups(monkeypatch: pytest.MonkeyPatch, *, fail_first: bool = Fal
                 raise RuntimeError("connection reset")
         return real(scope, digest, *args, **kwargs)
 
-    monkeypatch.setattr(answer_cache, "_candidates", spy)
+    monkeypatch.setattr(cache_lookup, "_candidates", spy)
     return asked
 
 
@@ -234,9 +237,9 @@ def test_a_chunk_is_checked_for_injection_once_per_process(
 
     def counting(text: str) -> Any:
         checked.append(text)
-        return pipeline.check_chunk(text)
+        return check_chunk(text)
 
-    monkeypatch.setattr(pipeline, "_chunk_verdict", functools.lru_cache(maxsize=16)(counting))
+    monkeypatch.setattr(retrieval, "_chunk_verdict", functools.lru_cache(maxsize=16)(counting))
     fake_provider.replies = [GOOD, GOOD]
     first = services.answer_complete(message=pending_for(member)).answer
     second = services.answer_complete(

@@ -50,7 +50,7 @@ def test_an_answer_still_being_written_is_left_alone(conversation: Conversation)
     params = connection.get_connection_params()
     params = {k: v for k, v in params.items() if k not in {"cursor_factory", "context"}}
     with psycopg.connect(**params) as other:
-        other.execute("SELECT pg_advisory_lock(%s, %s)", [4242, conversation.pk])
+        other.execute("SELECT pg_advisory_lock(%s, %s)", [services.CONVERSATION_LOCK_CLASS, conversation.pk])
         assert services.messages_orphaned_recover() == 0
         message.refresh_from_db()
         assert message.status == Message.Status.STREAMING

@@ -9,7 +9,7 @@ import pytest
 
 from answer_cache import services as answer_cache_services
 from answer_cache.models import CachedAnswer
-from assistant import pipeline, serializers, services
+from assistant import serializers, services
 from assistant.models import Answer, Assistant, Conversation
 from gateway import provider
 from knowledge.models import Document
@@ -166,7 +166,8 @@ def test_the_cache_failing_is_only_a_miss(
     def broken(**kwargs: Any) -> None:
         raise RuntimeError("cache table missing")
 
-    monkeypatch.setattr(pipeline.answer_cache, "cache_lookup", broken)
+    monkeypatch.setattr(answer_cache_services, "cache_lookup_exact", broken)
+    monkeypatch.setattr(answer_cache_services, "cache_lookup_similar", broken)
     fake_provider.replies = [GOOD]
 
     assert ask(member).grounded
@@ -207,13 +208,19 @@ def test_a_message_with_personal_data_skips_the_exact_path(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     lookups: list[bool] = []
-    real = pipeline.answer_cache.cache_lookup
+    real_exact = answer_cache_services.cache_lookup_exact
+    real_similar = answer_cache_services.cache_lookup_similar
 
-    def spy(**kwargs: Any) -> Any:
-        lookups.append(kwargs["exact_only"])
-        return real(**kwargs)
+    def exact(**kwargs: Any) -> Any:
+        lookups.append(True)
+        return real_exact(**kwargs)
 
-    monkeypatch.setattr(pipeline.answer_cache, "cache_lookup", spy)
+    def similar(**kwargs: Any) -> Any:
+        lookups.append(False)
+        return real_similar(**kwargs)
+
+    monkeypatch.setattr(answer_cache_services, "cache_lookup_exact", exact)
+    monkeypatch.setattr(answer_cache_services, "cache_lookup_similar", similar)
     fake_provider.replies = [GOOD, GOOD]
 
     ask(member, f"{QUESTION} Reply to jane.doe@example.com")

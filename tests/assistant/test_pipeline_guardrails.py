@@ -193,7 +193,7 @@ def test_a_follow_ups_match_vouches_for_nothing_it_says(
         seen.append(kwargs)
         return checks.check_input(text, **kwargs)
 
-    monkeypatch.setattr(pipeline, "check_input", recorded)
+    monkeypatch.setattr("assistant.pipeline.guard.check_input", recorded)
     fake_provider.replies = [reply(), reply()]
     ask(assistant, member, QUESTION)
     ask(assistant, member, "and receipts?", history=[(QUESTION, GOOD_ANSWER)])
@@ -217,7 +217,7 @@ def test_a_question_answered_with_a_notice_shows_it_beside_the_answer(
         result = checks.check_input(text, **kwargs)
         return dataclasses.replace(result, notice=notice, notice_categories=["harm:privacy"])
 
-    monkeypatch.setattr(pipeline, "check_input", noticed)
+    monkeypatch.setattr("assistant.pipeline.guard.check_input", noticed)
     fake_provider.replies = [reply()]
     conversation = services.conversation_create(user=member)
     _, pending = services.message_send(conversation=conversation, text=QUESTION)
