@@ -126,9 +126,22 @@ def _language(text: str) -> str:
     return "zh" if has_cjk(text) else "en"
 
 
+# An indented line of five words or more with nothing of code in it is wrapped prose (licence
+# texts and RFCs indent their paragraphs), not a code line.
+_PROSE_WORD = re.compile(r"[^\W\d_]{2,}")
+_CODE_SIGN = re.compile(r"\w\(|[=<>{};$#]|^\s*(?:def|class|import|from|return|if|for)\b")
+
+
+def _code_line(line: str) -> bool:
+    if not _CODE_LINE.search(line):
+        return False
+    indented_prose = len(_PROSE_WORD.findall(line)) >= 5 and not _CODE_SIGN.search(line)
+    return not indented_prose
+
+
 def _structured(lines: Sequence[str]) -> bool:
     """Lines that are list items, table rows or code, each a unit of its own, not wrapped prose."""
-    marked = sum(bool(_LIST_ITEM.match(x) or _TABLE_ROW.search(x) or _CODE_LINE.search(x)) for x in lines)
+    marked = sum(bool(_LIST_ITEM.match(x) or _TABLE_ROW.search(x) or _code_line(x)) for x in lines)
     return marked >= max(2, (len(lines) + 1) // 2)
 
 

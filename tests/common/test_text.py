@@ -65,6 +65,21 @@ def test_lists_tables_and_code_are_one_unit_per_line() -> None:
     ]
 
 
+def test_indented_wrapped_prose_stays_whole() -> None:
+    """Licence texts indent their wrapped paragraphs; those lines are prose, not code, so the
+    patent grant of the Apache License is one sentence rather than a unit per line."""
+    indented = (
+        "Subject to the terms and conditions of\n"
+        "      this License, each Contributor hereby grants to You a perpetual,\n"
+        "      worldwide, non-exclusive, no-charge, royalty-free, irrevocable\n"
+        "      (except as stated in this section) patent license to make, have made,\n"
+        "      use, offer to sell, sell, import, and otherwise transfer the Work."
+    )
+    assert text.sentences(indented) == [indented]
+    code = "Install it:\n    pip install groundwork\n    python manage.py migrate\n"
+    assert text.sentences(code) == ["Install it:", "pip install groundwork", "python manage.py migrate"]
+
+
 def test_terms_are_snowball_stems_cjk_pairs_and_numbers() -> None:
     assert text.terms("The Normans conquered England in 1066, submitting 1,000 licences.") == [
         "norman",
