@@ -144,8 +144,8 @@ def build_collection_indexes(collection_ids: Sequence[int], timings: dict[str, A
     so the beat task would index all 20; only the readers' two are built here (~85 s each at 1M
     with m 32), as only they are searched.
     """
+    from knowledge.indexes import collection_index_create
     from knowledge.selectors import collections_with_index
-    from knowledge.services import collection_index_create
 
     present = collections_with_index()
     started = time.perf_counter()
@@ -163,7 +163,7 @@ def build_collection_indexes(collection_ids: Sequence[int], timings: dict[str, A
 
 
 def drop_collection_indexes(collection_ids: Sequence[int]) -> None:
-    from knowledge.services import collection_index_drop
+    from knowledge.indexes import collection_index_drop
 
     for collection_id in collection_ids:
         collection_index_drop(collection_id=collection_id)

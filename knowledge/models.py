@@ -121,7 +121,7 @@ class Document(models.Model):
 
 
 # The HNSW graph's links per node and build-time candidate list, for the table's index and each
-# collection's own (knowledge.services.collection_indexes_sync). pgvector's defaults (16, 64) built
+# collection's own (knowledge.indexes.collection_indexes_sync). pgvector's defaults (16, 64) built
 # a graph in which, at a million clustered chunks, no ef_search found more than 0.92 of the true
 # ten nearest; with (32, 128) ef_search 100 finds 0.96 and 200 finds 0.98, at a third of the
 # latency, for a build three times as long (bench/search_scale.py, docs/benchmarks-knowledge.md).

@@ -255,7 +255,7 @@ def _plan(ids: list[int]) -> SearchPlan:
     return plan
 
 
-# Collections with their own partial indexes (knowledge.services.collection_indexes_sync), read
+# Collections with their own partial indexes (knowledge.indexes.collection_indexes_sync), read
 # from the catalogue at most once a minute per process.
 _COLLECTION_INDEX_SECONDS = 60.0
 _collection_indexes: tuple[float, frozenset[int]] = (-math.inf, frozenset())

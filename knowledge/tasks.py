@@ -4,7 +4,7 @@ import logging
 
 from celery import shared_task
 
-from knowledge import services
+from knowledge import indexes, services
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,6 @@ def requeue_stalled_documents() -> int:
 
 @shared_task
 def sync_collection_indexes() -> dict[str, object]:
-    """Beat: partial vector indexes for large collections (see services.collection_indexes_sync)."""
-    result = services.collection_indexes_sync()
+    """Beat: partial vector indexes for large collections (see indexes.collection_indexes_sync)."""
+    result = indexes.collection_indexes_sync()
     return {"created": result.created, "dropped": result.dropped, "skipped": result.skipped}

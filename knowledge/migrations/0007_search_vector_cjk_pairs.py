@@ -10,7 +10,7 @@ function to the question (knowledge.selectors).
 
 PostgreSQL 16 cannot change a generated column's expression, so the column is dropped and added
 again, which rewrites the table and rebuilds its GIN index and every collection's own partial
-GIN index (knowledge.services.collection_index_create); ANALYZE then gives the keyword side the
+GIN index (knowledge.indexes.collection_index_create); ANALYZE then gives the keyword side the
 column's word frequencies again. About 1 ms a chunk of English and 4 ms a chunk of 450 Chinese
 characters on one core (the pairs cost ~3.5 µs a CJK character).
 """

@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from knowledge.indexes import collection_index_create
 from knowledge.selectors import COLLECTION_INDEX_PREFIXES, COLLECTION_TEXT_INDEX_PREFIX
-from knowledge.services import collection_index_create
 from tests import factories
 
 BEFORE = ("knowledge", "0006_document_collection_chunks")

@@ -525,7 +525,7 @@ def collection_indexes() -> Iterator[None]:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("collection_indexes")
 def test_large_collections_get_their_own_indexes_and_lose_them_when_small(settings: Any) -> None:
-    from knowledge.services import collection_indexes_sync
+    from knowledge.indexes import collection_indexes_sync
 
     big = factories.collection(name="Big")
     small = factories.collection(name="Small")
@@ -565,7 +565,7 @@ def test_one_collection_index_sync_runs_at_a_time(settings: Any) -> None:
     import psycopg
     from django.db import connection
 
-    from knowledge.services import _SYNC_LOCK, collection_indexes_sync
+    from knowledge.indexes import _SYNC_LOCK, collection_indexes_sync
 
     big = factories.collection(name="Big")
     for n in range(2):
@@ -588,7 +588,7 @@ def test_a_filtered_search_walks_each_readable_collections_own_index(
     member: Any, outsider: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from knowledge import selectors
-    from knowledge.services import collection_indexes_sync
+    from knowledge.indexes import collection_indexes_sync
 
     mine = factories.collection(name="Mine", readers=[member])
     small = factories.collection(name="Small and mine", readers=[member])
