@@ -152,6 +152,9 @@ class Selection:
 
 _TABLE_ROW = re.compile(r"^\|.*\|$")
 _TABLE_RULE = re.compile(r"^\|[\s:|-]+\|$")
+# A web address says nothing on its own ("http://www.apache.org/licenses/LICENSE-2.0" matched a
+# question about the Apache License's patents): its words do not count towards a unit's terms.
+_URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
 
 
 def units_of(sources: Sequence[SourceLike]) -> list[Unit]:
@@ -168,7 +171,7 @@ def units_of(sources: Sequence[SourceLike]) -> list[Unit]:
             line = span.of(source.text)
             if NEUTRALISED in line:
                 continue  # where an instruction to an AI was cut out: nothing to quote
-            found = content_terms(line)
+            found = content_terms(_URL.sub(" ", line))
             if _TABLE_ROW.match(line):
                 following = spans[i + 1].of(source.text) if i + 1 < len(spans) else ""
                 if _TABLE_RULE.match(following):

@@ -70,6 +70,17 @@ def test_a_table_row_and_a_code_line_are_units() -> None:
     assert select("How many retries does connect make?", Src(1, code)).items[0].text == "retries = 5"
 
 
+def test_a_web_address_alone_is_not_evidence() -> None:
+    licence = (
+        "Apache License\n\nhttp://www.apache.org/licenses/LICENSE-2.0\n\n"
+        "Each Contributor grants You a patent license to make, use and sell the Work."
+    )
+    texts = [
+        item.text for item in select("What does the Apache License say about patents?", Src(1, licence)).items
+    ]
+    assert texts and not any(text.startswith("http") for text in texts)
+
+
 def test_a_long_sentence_is_cut_around_the_best_matching_words() -> None:
     filler = ", ".join(f"clause number {i} of the agreement" for i in range(30))
     sentence = (
