@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from common.text import CJK, NUMBER, Span, content_terms, sentence_spans, terms
+from common.text import CJK, NUMBER, URL, Span, content_terms, sentence_spans, terms
 from gateway import provider
 from guardrails.injection import NEUTRALISED
 
@@ -152,9 +152,6 @@ class Selection:
 
 _TABLE_ROW = re.compile(r"^\|.*\|$")
 _TABLE_RULE = re.compile(r"^\|[\s:|-]+\|$")
-# A web address says nothing on its own ("http://www.apache.org/licenses/LICENSE-2.0" matched a
-# question about the Apache License's patents): its words do not count towards a unit's terms.
-_URL = re.compile(r"\b(?:https?://|www\.)\S+", re.IGNORECASE)
 
 
 def units_of(sources: Sequence[SourceLike]) -> list[Unit]:
@@ -171,7 +168,8 @@ def units_of(sources: Sequence[SourceLike]) -> list[Unit]:
             line = span.of(source.text)
             if NEUTRALISED in line:
                 continue  # where an instruction to an AI was cut out: nothing to quote
-            found = content_terms(_URL.sub(" ", line))
+            # A web address says nothing on its own: its words do not count towards the unit's terms.
+            found = content_terms(URL.sub(" ", line))
             if _TABLE_ROW.match(line):
                 following = spans[i + 1].of(source.text) if i + 1 < len(spans) else ""
                 if _TABLE_RULE.match(following):

@@ -26,6 +26,8 @@ CJK = re.compile(rf"[{CJK_RANGES}]")
 _CJK_RUN = re.compile(rf"[{CJK_RANGES}]+")
 _LATIN_WORD = re.compile(rf"[^\W\d_{CJK_RANGES}]+")
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+# A web address, without the bracket or quote that often closes it in prose.
+URL = re.compile(r"\b(?:https?|ftp)://[^\s<>\"')\]]+", re.IGNORECASE)
 
 STOPWORDS = frozenset(
     """
@@ -106,7 +108,8 @@ def content_forms(text: str) -> dict[str, str]:
 _BLANK = re.compile(r"\s*")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+•·]|\d{1,3}[.)]|\(?[a-z]\)|\(?[ivx]{1,4}\))\s+", re.IGNORECASE)
 _TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$|\t.*\t")
-_CODE_LINE = re.compile(r"^(?: {4}|\t)|[{};]\s*$|^\s*(?:def|class|import|from|return|if|for|SELECT|\$)\b")
+_CODE_LINE = re.compile(r"[{};]\s*$|^\s*(?:def|class|import|from|return|if|for|SELECT|\$)\b")
+_INDENTED = re.compile(r"^(?: {4}|\t)")
 
 
 @dataclass(frozen=True)
@@ -126,17 +129,17 @@ def _language(text: str) -> str:
     return "zh" if has_cjk(text) else "en"
 
 
-# An indented line of five words or more with nothing of code in it is wrapped prose (licence
-# texts and RFCs indent their paragraphs), not a code line.
+# An indented line is code unless it reads as wrapped prose (licence texts and RFCs indent their
+# paragraphs): five words or more and no sign of code in it.
 _PROSE_WORD = re.compile(r"[^\W\d_]{2,}")
-_CODE_SIGN = re.compile(r"\w\(|[=<>{};$#]|^\s*(?:def|class|import|from|return|if|for)\b")
+_CODE_SIGN = re.compile(r"\w\(|[=<>{};$#]")
 
 
 def _code_line(line: str) -> bool:
-    if not _CODE_LINE.search(line):
-        return False
-    indented_prose = len(_PROSE_WORD.findall(line)) >= 5 and not _CODE_SIGN.search(line)
-    return not indented_prose
+    if _CODE_LINE.search(line):
+        return True
+    prose = len(_PROSE_WORD.findall(line)) >= 5 and not _CODE_SIGN.search(line)
+    return bool(_INDENTED.match(line)) and not prose
 
 
 def _structured(lines: Sequence[str]) -> bool:

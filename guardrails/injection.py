@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from common.text import content_terms, sentence_spans
+from common.text import URL, content_terms, sentence_spans
 
 _F = re.IGNORECASE | re.UNICODE
 
@@ -396,7 +396,6 @@ _PREAMBLE = re.compile(
     r"|congratulations|attention|achtung|super|sehr gut|toll)\b[^.!?\n]{0,40}[.!]\s*$",
     re.I,
 )
-_URL = re.compile(r"\b(?:https?|ftp)://[^\s<>\"')\]]+", re.I)
 
 
 def defang(text: str) -> tuple[str, int]:
@@ -410,7 +409,7 @@ def defang(text: str) -> tuple[str, int]:
         host, slash, path = rest.partition("/")
         return f"{scheme.lower().replace('t', 'x', 2)}://{host.replace('.', '[.]')}{slash}{path}"
 
-    return _URL.sub(replace, text), count
+    return URL.sub(replace, text), count
 
 
 def _bad_spans(text: str, hits: list[tuple[int, int]]) -> list[tuple[int, int]]:
